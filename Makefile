@@ -1,0 +1,53 @@
+# kws-mlops: `make demo` (the whole story on a laptop) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+KWS := $(BIN)/kws
+EXTRAS ?= train,serve,dev
+
+.PHONY: setup lock test test-fast lint demo bench clean help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.installed  ## create .venv with the locked dependencies
+
+$(VENV)/.installed: pyproject.toml requirements/lock.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c requirements/lock.txt -e ".[$(EXTRAS)]"
+	touch $@
+
+lock:  ## re-resolve dependencies and rewrite requirements/lock.txt
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install -q --upgrade pip && .lock-venv/bin/pip install -q -e ".[train,serve,dev]"
+	.lock-venv/bin/pip freeze --exclude-editable | grep -v '^kws-mlops' > requirements/lock.txt
+	rm -rf .lock-venv
+
+test: setup  ## the whole test suite (unit + integration on the FSDD mirror)
+	$(BIN)/python -m pytest -q -ra
+
+test-fast: setup  ## unit tests only
+	$(BIN)/python -m pytest -q -m "not slow" tests/unit
+
+lint: setup  ## ruff + mypy
+	$(BIN)/ruff check kws tests benchmarks
+	$(BIN)/ruff format --check kws tests benchmarks
+	$(BIN)/mypy kws
+
+demo: setup  ## data -> features -> train -> evaluate -> export -> predict
+	$(KWS) data fetch
+	$(KWS) data prepare
+	$(KWS) featurize
+	$(KWS) train
+	$(KWS) evaluate
+	$(KWS) export
+	@sample=$$(awk -F, '$$4=="test" {print $$1; exit}' data/prepared/manifest.csv); \
+	  echo "kws predict $$sample"; $(KWS) predict "$$sample"
+
+bench: setup  ## baseline benchmark on the whole FSDD mirror
+	$(BIN)/python benchmarks/train_baseline.py
+
+clean:  ## remove generated data, models and reports (not the venv)
+	rm -rf data models reports .cache

@@ -1,0 +1,119 @@
+"""Decode any WAV (rate, bit depth, channels) into the fixed clip the model expects."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from kws.errors import AudioError
+
+AudioSource = bytes | bytearray | memoryview | str | Path
+
+
+def decode(source: AudioSource) -> tuple[np.ndarray, int]:
+    """Decode audio bytes or a file into a mono float32 waveform and its sample rate."""
+    name = "input" if isinstance(source, bytes | bytearray | memoryview) else str(source)
+    data = _read_bytes(source)
+    if len(data) == 0:
+        raise AudioError(f"{name}: empty file")
+    check_wav_structure(data, name)
+    try:
+        wave, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except sf.LibsndfileError as exc:
+        raise AudioError(f"{name}: not a readable audio file ({exc.error_string})") from exc
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise AudioError(f"{name}: not a readable audio file ({_first_line(exc)})") from exc
+    if wave.shape[0] == 0:
+        raise AudioError(f"{name}: no audio samples (truncated or empty recording)")
+    if not np.all(np.isfinite(wave)):
+        raise AudioError(f"{name}: audio holds NaN or infinite samples")
+    return wave.mean(axis=1).astype(np.float32), int(rate)
+
+
+def check_wav_structure(data: bytes, name: str = "input") -> None:
+    """Reject a RIFF/WAVE file whose data chunk claims more bytes than the file holds."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return  # not RIFF/WAVE: libsndfile decides
+    offset = 12
+    while offset + 8 <= len(data):
+        chunk_id, size = (
+            data[offset : offset + 4],
+            int.from_bytes(data[offset + 4 : offset + 8], "little"),
+        )
+        body = offset + 8
+        if chunk_id == b"data":
+            if size > len(data) - body:
+                raise AudioError(
+                    f"{name}: truncated WAV (header declares {size} bytes of audio, "
+                    f"file holds {len(data) - body})"
+                )
+            return
+        offset = body + size + (size & 1)  # chunks are word-aligned
+    raise AudioError(f"{name}: truncated WAV (no audio data chunk)")
+
+
+def resample(wave: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
+    """Resample a mono waveform (soxr, high quality)."""
+    if rate == target_rate:
+        return wave.astype(np.float32, copy=False)
+    import librosa  # deferred: librosa import costs ~0.5 s
+
+    return librosa.resample(wave, orig_sr=rate, target_sr=target_rate, res_type="soxr_hq").astype(
+        np.float32
+    )
+
+
+def fit_length(wave: np.ndarray, n_samples: int) -> np.ndarray:
+    """Pad a short waveform (centred) or cut a long one to its loudest window."""
+    length = wave.shape[0]
+    if length == n_samples:
+        return wave
+    if length < n_samples:
+        before = (n_samples - length) // 2
+        return np.pad(wave, (before, n_samples - length - before))
+    start = loudest_window_start(wave, n_samples)
+    return wave[start : start + n_samples]
+
+
+def loudest_window_start(wave: np.ndarray, n_samples: int) -> int:
+    """Start index of the window of n_samples with the most energy."""
+    energy = np.concatenate([[0.0], np.cumsum(wave.astype(np.float64) ** 2)])
+    window_energy = energy[n_samples:] - energy[:-n_samples]
+    return int(np.argmax(window_energy))
+
+
+def load_clip(source: AudioSource, sample_rate: int, n_samples: int) -> np.ndarray:
+    """Decode, mix to mono, resample and fit to a fixed-length clip."""
+    wave, rate = decode(source)
+    return waveform_to_clip(wave, rate, sample_rate, n_samples)
+
+
+def waveform_to_clip(wave: np.ndarray, rate: int, sample_rate: int, n_samples: int) -> np.ndarray:
+    """Turn a waveform (any rate, mono or (samples, channels)) into a fixed clip."""
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.ndim == 2:
+        wave = wave.mean(axis=1)
+    if wave.ndim != 1 or wave.size == 0:
+        raise AudioError("waveform must be a non-empty 1-D array (or samples x channels)")
+    if not np.all(np.isfinite(wave)):
+        raise AudioError("waveform holds NaN or infinite samples")
+    if rate <= 0:
+        raise AudioError(f"invalid sample rate {rate}")
+    return fit_length(resample(wave, rate, sample_rate), n_samples)
+
+
+def _read_bytes(source: AudioSource) -> bytes:
+    if isinstance(source, bytes | bytearray | memoryview):
+        return bytes(source)
+    path = Path(source)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file")
+    return path.read_bytes()
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

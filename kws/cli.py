@@ -1,0 +1,170 @@
+"""`kws` command line: thin adapters over the kws library, all reading params.yaml."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
+
+import typer
+import yaml
+
+from kws.errors import KwsError, ParamsError
+from kws.params import Params, load_params, params_from_dict
+
+app = typer.Typer(
+    help="Keyword spotting: data, features, training, evaluation, export and prediction.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Fetch and prepare datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+ParamsOption = typer.Option(Path("params.yaml"), "--params", "-p", help="Parameters file.")
+SetOption = typer.Option(
+    None, "--set", "-s", help="Override a parameter, e.g. --set train.epochs=1 (repeatable)."
+)
+
+
+def resolve_params(path: Path, overrides: list[str] | None) -> Params:
+    """Load params and apply dotted `key=value` overrides (values parsed as YAML)."""
+    params = load_params(path)
+    if not overrides:
+        return params
+    tree: dict[str, Any] = params.to_dict()
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ParamsError(f"--set expects key=value, got {item!r}")
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ParamsError(f"--set: unknown parameter {key!r}")
+            node = node[part]
+        if leaf not in node:
+            raise ParamsError(f"--set: unknown parameter {key!r}")
+        node[leaf] = yaml.safe_load(raw)
+    return params_from_dict(tree, source="params (with --set)")
+
+
+@data_app.command("fetch")
+def data_fetch(params: Path = ParamsOption, set_: list[str] = SetOption) -> None:
+    """Download (or copy from a local folder/archive) and verify the raw dataset."""
+    from kws.data import fetch
+
+    typer.echo(f"raw data in {fetch(resolve_params(params, set_))}")
+
+
+@data_app.command("prepare")
+def data_prepare(params: Path = ParamsOption, set_: list[str] = SetOption) -> None:
+    """Write the speaker-disjoint split manifest (CSV) and the data summary."""
+    from kws.data import prepare
+
+    p = resolve_params(params, set_)
+    samples, info = prepare(p)
+    counts = {split: sum(c.values()) for split, c in info["counts"].items()}
+    typer.echo(f"{len(samples)} samples {counts}, data hash {str(info['data_hash'])[:12]}")
+
+
+@app.command()
+def featurize(params: Path = ParamsOption, set_: list[str] = SetOption) -> None:
+    """Compute (or reuse cached) log-mel features of the prepared data."""
+    from kws.features import run
+
+    fs = run(resolve_params(params, set_))
+    typer.echo(f"features {tuple(fs.x.shape)} ({len(fs.skipped)} files skipped)")
+
+
+@app.command()
+def train(params: Path = ParamsOption, set_: list[str] = SetOption) -> None:
+    """Train the model configured in params.yaml on the train split."""
+    from kws.train import run
+
+    result = run(resolve_params(params, set_))
+    typer.echo(
+        f"trained {result.model.name} in {result.seconds:.1f}s, best epoch {result.best_epoch}, "
+        f"val accuracy {max(result.history['val_accuracy']):.4f}"
+    )
+
+
+@app.command()
+def evaluate(
+    params: Path = ParamsOption,
+    set_: list[str] = SetOption,
+    model: Path | None = typer.Option(None, help="An exported model package to evaluate."),
+    data: Path | None = typer.Option(None, help="Folder of WAVs (FSDD or label/*.wav layout)."),
+) -> None:
+    """Evaluate on the test split, or --model DIR on --data FOLDER (JSON on stdout)."""
+    from kws import evaluate as ev
+
+    if (model is None) != (data is None):
+        raise ParamsError("--model and --data go together")
+    if model is not None and data is not None:
+        metrics = ev.evaluate_package(model, data)
+        metrics.pop("confusion_matrix")
+        typer.echo(json.dumps(metrics, indent=2))
+        return
+    metrics = ev.run(resolve_params(params, set_))
+    typer.echo(
+        f"test accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} "
+        f"(n={metrics['n']})"
+    )
+
+
+@app.command()
+def export(params: Path = ParamsOption, set_: list[str] = SetOption) -> None:
+    """Write the model package (TFLite, Keras, labels, features, metadata)."""
+    from kws.export import run
+
+    typer.echo(f"model package in {run(resolve_params(params, set_))}")
+
+
+@app.command()
+def predict(
+    file: Path = typer.Argument(..., help="A WAV file."),
+    model: Path = typer.Option(Path("models/package"), help="Model package folder."),
+    top_k: int = typer.Option(3, min=1, help="How many classes to list with --json."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full prediction as JSON."),
+) -> None:
+    """Predict the keyword in a WAV file."""
+    from kws.inference import Predictor
+
+    prediction = Predictor.from_path(model).predict(file, top_k=top_k)
+    if as_json:
+        typer.echo(json.dumps(prediction.to_dict(), indent=2))
+    else:
+        typer.echo(f"{prediction.label}\t{prediction.confidence:.3f}")
+
+
+def main() -> None:
+    """Entry point: expected errors become one line on stderr and exit code 1."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("tensorflow", "absl", "h5py", "numba", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        app()
+    except KwsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # a bug: keep it to one line unless asked for the traceback
+        if os.environ.get("KWS_DEBUG"):
+            raise
+        print(
+            f"error: unexpected {type(exc).__name__}: {exc} (KWS_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Metrics on a split: accuracy, macro-F1, per-class precision/recall, confusion matrix."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kws.data.manifest import write_json
+from kws.errors import DataError
+from kws.params import Params
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts[true, predicted]."""
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    return cm
+
+
+def classification_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]
+) -> dict[str, Any]:
+    """Accuracy, macro-F1 (over classes present in y_true), per-class scores, confusion matrix."""
+    cm = confusion_matrix(np.asarray(y_true), np.asarray(y_pred), len(labels))
+    tp = np.diag(cm).astype(float)
+    predicted, actual = cm.sum(axis=0), cm.sum(axis=1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    present = actual > 0
+    n = int(cm.sum())
+    return {
+        "accuracy": float(tp.sum() / n) if n else 0.0,
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "n": n,
+        "per_class": {
+            label: {
+                "precision": round(float(precision[i]), 4),
+                "recall": round(float(recall[i]), 4),
+                "f1": round(float(f1[i]), 4),
+                "support": int(actual[i]),
+            }
+            for i, label in enumerate(labels)
+        },
+        "confusion_matrix": cm.tolist(),
+    }
+
+
+def plot_confusion_matrix(cm: Sequence[Sequence[int]], labels: Sequence[str], path: Path) -> None:
+    """Save a confusion-matrix heat map as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.asarray(cm)
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(labels), 1 + 0.5 * len(labels)))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(
+            j,
+            i,
+            str(value),
+            ha="center",
+            va="center",
+            color="white" if value > threshold else "black",
+            fontsize=8,
+        )
+    ax.set_title("confusion matrix (test split)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_training_curves(history: dict[str, list[float]], path: Path) -> None:
+    """Save loss and accuracy per epoch as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for prefix in ("", "val_"):
+            values = history.get(prefix + metric)
+            if values:
+                ax.plot(range(1, len(values) + 1), values, label=prefix + metric)
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+METRICS_FILE = "metrics.json"
+CONFUSION_FILE = "confusion_matrix.png"
+
+
+def run(params: Params) -> dict[str, Any]:
+    """Evaluate the trained Keras model on the test split; write metrics and the PNG."""
+    from kws.features import run as featurize
+    from kws.train import encode, load_training
+
+    result = load_training(Path(params.paths.model))
+    x_test, y_test = featurize(params).split("test")
+    if len(x_test) == 0:
+        raise DataError("the test split is empty")
+    probs = result.model.predict(x_test[..., np.newaxis], verbose=0)
+    metrics = classification_metrics(
+        encode(y_test, result.labels), probs.argmax(axis=1), result.labels
+    )
+    metrics["train_seconds"] = result.seconds
+    metrics["best_epoch"] = result.best_epoch
+    reports = Path(params.paths.reports)
+    plot_confusion_matrix(metrics["confusion_matrix"], result.labels, reports / CONFUSION_FILE)
+    write_json(metrics, reports / METRICS_FILE)
+    return metrics
+
+
+def evaluate_package(package_dir: Path, folder: Path) -> dict[str, Any]:
+    """Evaluate an exported package (its TFLite model) on any labelled folder of WAVs."""
+    from tqdm import tqdm
+
+    from kws.data import scan_labelled_folder
+    from kws.errors import AudioError
+    from kws.features import features_of
+    from kws.inference import Predictor
+
+    predictor = Predictor.from_path(package_dir)
+    samples = scan_labelled_folder(folder)
+    unknown = sorted({s.label for s in samples} - set(predictor.labels))
+    if unknown:
+        raise DataError(f"labels in {folder} the model does not know: {', '.join(unknown)}")
+    index = {label: i for i, label in enumerate(predictor.labels)}
+    y_true, y_pred, skipped = [], [], []
+    for sample in tqdm(samples, desc="evaluate", unit="file"):
+        try:
+            feats = features_of(sample.path, predictor.features)
+        except AudioError as exc:
+            skipped.append(str(exc))
+            continue
+        y_true.append(index[sample.label])
+        y_pred.append(int(predictor.probabilities(feats[np.newaxis])[0].argmax()))
+    if not y_true:
+        raise DataError(f"no readable audio in {folder}")
+    metrics = classification_metrics(np.array(y_true), np.array(y_pred), predictor.labels)
+    metrics["skipped"] = len(skipped)
+    metrics["model_version"] = predictor.metadata.get("version", "local")
+    return metrics

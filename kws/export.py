@@ -1,0 +1,91 @@
+"""Model package: TFLite + Keras models, labels, exact feature parameters, metadata."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kws.params import FeatureParams, Params
+
+if TYPE_CHECKING:
+    import keras
+
+TFLITE_FILE = "model.tflite"
+KERAS_FILE = "model.keras"
+LABELS_FILE = "labels.json"
+FEATURES_FILE = "features.json"
+METADATA_FILE = "metadata.json"
+PACKAGE_FILES = (TFLITE_FILE, KERAS_FILE, LABELS_FILE, FEATURES_FILE, METADATA_FILE)
+
+
+def to_tflite(model: keras.Model) -> bytes:
+    """Convert a Keras model to a float32 TFLite flatbuffer."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its SavedModel trace
+        return bytes(converter.convert())
+
+
+def export_package(
+    model: keras.Model,
+    labels: list[str],
+    features: FeatureParams,
+    metadata: dict[str, Any],
+    out_dir: Path,
+) -> Path:
+    """Write a complete model package to out_dir, replacing it atomically."""
+    staging = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    tflite = to_tflite(model)
+    (staging / TFLITE_FILE).write_bytes(tflite)
+    model.save(staging / KERAS_FILE)
+    _write_json(staging / LABELS_FILE, labels)
+    _write_json(staging / FEATURES_FILE, dataclasses.asdict(features))
+    _write_json(
+        staging / METADATA_FILE,
+        {
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "architecture": model.name,
+            "parameters": int(model.count_params()),
+            "tflite_bytes": len(tflite),
+            **metadata,
+        },
+    )
+    shutil.rmtree(out_dir, ignore_errors=True)
+    staging.replace(out_dir)
+    return out_dir
+
+
+def _write_json(path: Path, obj: object) -> None:
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def run(params: Params) -> Path:
+    """Package the trained model with its metrics and provenance into paths.package."""
+    from kws.data import DATA_INFO
+    from kws.evaluate import METRICS_FILE
+    from kws.provenance import provenance
+    from kws.train import load_training
+
+    result = load_training(Path(params.paths.model))
+    info = json.loads((Path(params.paths.prepared) / DATA_INFO).read_text())
+    metrics_file = Path(params.paths.reports) / METRICS_FILE
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    summary = {k: metrics[k] for k in ("accuracy", "macro_f1", "n") if k in metrics}
+    metadata = {
+        **provenance(info["data_hash"], params.digest()),
+        "metrics": summary,
+        "speakers": info["speakers"],
+        "params": params.to_dict(),
+    }
+    return export_package(
+        result.model, result.labels, params.features, metadata, Path(params.paths.package)
+    )

@@ -1,0 +1,202 @@
+"""Typed view of params.yaml: unknown keys and wrong types are clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kws.errors import ParamsError
+
+DEFAULT_PARAMS_FILE = Path("params.yaml")
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """Where the data comes from and how it is split."""
+
+    source: str = "fsdd"
+    fsdd_source: str | None = None
+    speech_commands_source: str | None = None
+    folder: str | None = None
+    max_per_class: int = 0
+    val_percent: float = 20.0
+    test_percent: float = 20.0
+    val_speakers: list[str] = field(default_factory=list)
+    test_speakers: list[str] = field(default_factory=list)
+    silence_percent: float = 10.0
+    unknown_percent: float = 10.0
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    """Log-mel parameters: exactly what training and serving both compute."""
+
+    sample_rate: int = 16000
+    clip_seconds: float = 1.0
+    n_fft: int = 512
+    win_length: int = 400
+    hop_length: int = 160
+    n_mels: int = 40
+    fmin: float = 20.0
+    fmax: float = 4000.0
+
+    @property
+    def clip_samples(self) -> int:
+        """Samples in one clip."""
+        return round(self.sample_rate * self.clip_seconds)
+
+    @property
+    def n_frames(self) -> int:
+        """Frames of one clip (librosa centres frames)."""
+        return 1 + self.clip_samples // self.hop_length
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """Architecture choice and its knobs."""
+
+    architecture: str = "cnn"
+    dropout: float = 0.25
+    width: int = 64
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Optimisation settings."""
+
+    epochs: int = 15
+    batch_size: int = 32
+    learning_rate: float = 0.001
+    early_stopping_patience: int = 5
+
+
+@dataclass(frozen=True)
+class PathParams:
+    """Where each stage writes (relative to the project folder)."""
+
+    raw: str = "data/raw"
+    prepared: str = "data/prepared"
+    features: str = "data/features"
+    model: str = "models/train"
+    package: str = "models/package"
+    reports: str = "reports"
+    cache: str = ".cache/kws"
+
+
+@dataclass(frozen=True)
+class Params:
+    """All parameters of a run."""
+
+    seed: int = 42
+    data: DataParams = field(default_factory=DataParams)
+    features: FeatureParams = field(default_factory=FeatureParams)
+    model: ModelParams = field(default_factory=ModelParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    paths: PathParams = field(default_factory=PathParams)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested plain dict (YAML/JSON friendly)."""
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys, as MLflow params and `dvc params diff` show them."""
+        return flatten(self.to_dict())
+
+    def digest(self) -> str:
+        """Short stable hash of the parameters."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def replace(self, **sections: Any) -> Params:
+        """Copy with whole sections or `section={key: value}` overrides."""
+        updates: dict[str, Any] = {}
+        for name, value in sections.items():
+            current = getattr(self, name)
+            if isinstance(value, dict) and dataclasses.is_dataclass(current):
+                updates[name] = dataclasses.replace(current, **value)  # type: ignore[type-var]
+            else:
+                updates[name] = value
+        return dataclasses.replace(self, **updates)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dicts into dotted keys."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS_FILE) -> Params:
+    """Read and validate a params file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"params file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path} must hold a mapping at the top level")
+    return params_from_dict(raw, source=str(path))
+
+
+def params_from_dict(raw: dict[str, Any], source: str = "params") -> Params:
+    """Build Params from a nested dict, rejecting unknown keys and bad types."""
+    return typing.cast(Params, _build(Params, raw, source))
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ParamsError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    values = {}
+    for key, value in raw.items():
+        values[key] = _coerce(hints[key], value, f"{where}.{key}")
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(typing.cast(type, hint), value, where)
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin = typing.get_origin(hint)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ParamsError(f"{where}: expected a list")
+        return [str(v) for v in value]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"{where}: expected true/false")
+        return value
+    if hint in (int, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ParamsError(f"{where}: expected a number, got {value!r}")
+        if hint is int and float(value) != int(value):
+            raise ParamsError(f"{where}: expected a whole number, got {value!r}")
+        return hint(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ParamsError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value

@@ -1,0 +1,54 @@
+"""Shared fixtures: the FSDD mirror and one tiny trained model package per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import SHARED_FSDD, write_params
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+TINY = {"max_per_class": 4}
+
+
+@pytest.fixture(scope="session")
+def fsdd_dir() -> Path:
+    """The local FSDD mirror that tests and CI use instead of a download."""
+    if not (SHARED_FSDD / "recordings").is_dir():
+        pytest.fail(f"FSDD mirror missing at {SHARED_FSDD}: tests need ../shared beside the repo")
+    return SHARED_FSDD
+
+
+def run_kws(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the real `kws` console script in a project folder."""
+    kws = Path(sys.executable).with_name("kws")
+    proc = subprocess.run(
+        [str(kws), *args], cwd=project, capture_output=True, text=True, timeout=600
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kws {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory: pytest.TempPathFactory, fsdd_dir: Path) -> Path:
+    """A project folder after fetch → prepare → featurize → train (1 epoch) → evaluate → export."""
+    project = tmp_path_factory.mktemp("project")
+    write_params(
+        project, data={**TINY, "fsdd_source": str(fsdd_dir)}, train={"epochs": 1, "batch_size": 16}
+    )
+    for command in (
+        ["data", "fetch"],
+        ["data", "prepare"],
+        ["featurize"],
+        ["train"],
+        ["evaluate"],
+        ["export"],
+    ):
+        run_kws(project, *command)
+    return project

@@ -1,0 +1,42 @@
+"""Test helpers: synthetic WAVs and small project folders."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_FSDD = REPO.parent / "shared" / "data" / "fsdd"
+
+
+def tone(
+    seconds: float = 0.5, rate: int = 16000, freq: float = 440.0, channels: int = 1
+) -> np.ndarray:
+    """A sine tone, shape (samples,) or (samples, channels)."""
+    t = np.arange(int(seconds * rate)) / rate
+    wave = (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return wave if channels == 1 else np.stack([wave] * channels, axis=1)
+
+
+def wav_bytes(wave: np.ndarray, rate: int = 16000, subtype: str = "PCM_16") -> bytes:
+    """Encode a waveform as WAV bytes with the given sample format."""
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, rate, format="WAV", subtype=subtype)
+    return buffer.getvalue()
+
+
+def write_params(project: Path, **sections: dict) -> Path:
+    """Write params.yaml in a project folder: the repo's params with section overrides."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for name, values in sections.items():
+        if isinstance(values, dict):
+            params[name].update(values)
+        else:
+            params[name] = values
+    path = project / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
