@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -104,8 +105,10 @@ def plot_training_curves(history: dict[str, list[float]], path: Path) -> None:
     plt.close(fig)
 
 
+log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 CONFUSION_FILE = "confusion_matrix.png"
+PREDICTIONS_FILE = "predictions.csv"  # actual,predicted per test clip (dvc plots confusion)
 
 
 def run(params: Params) -> dict[str, Any]:
@@ -126,6 +129,14 @@ def run(params: Params) -> dict[str, Any]:
     reports = Path(params.paths.reports)
     plot_confusion_matrix(metrics["confusion_matrix"], result.labels, reports / CONFUSION_FILE)
     write_json(metrics, reports / METRICS_FILE)
+    predicted = probs.argmax(axis=1)
+    (reports / PREDICTIONS_FILE).write_text(
+        "actual,predicted\n"
+        + "".join(
+            f"{actual},{result.labels[int(p)]}\n"
+            for actual, p in zip(y_test, predicted, strict=True)
+        )
+    )
     return metrics
 
 
@@ -159,3 +170,47 @@ def evaluate_package(package_dir: Path, folder: Path) -> dict[str, Any]:
     metrics["skipped"] = len(skipped)
     metrics["model_version"] = predictor.metadata.get("version", "local")
     return metrics
+
+
+def cross_validate(params: Params, speakers: Sequence[str] | None = None) -> dict[str, Any]:
+    """Leave-one-speaker-out: one model per held-out speaker, trained on all the others.
+
+    Folds have no val split (the held-out speaker is never used for selection), so
+    each runs the full training schedule.
+    """
+    import dataclasses
+
+    from kws.data import prepare
+    from kws.features import featurize
+    from kws.train import encode, train
+
+    samples, info = prepare(params)
+    labels = info["labels"]
+    features = featurize(
+        samples, params.features, Path(params.paths.cache) / "features", info["data_hash"]
+    )
+    speaker_of = {s.path: s.speaker for s in samples}
+    row_speakers = np.array([speaker_of[p] for p in features.paths])
+    folds: dict[str, dict[str, Any]] = {}
+    for speaker in speakers or sorted(set(row_speakers)):
+        splits = np.where(row_speakers == speaker, "test", "train")
+        fold = dataclasses.replace(features, splits=splits)
+        result = train(fold, labels, params, cache_dir=Path(params.paths.cache) / "clips")
+        x_test, y_test = fold.split("test")
+        probs = result.model.predict(x_test[..., np.newaxis], verbose=0)
+        m = classification_metrics(encode(y_test, labels), probs.argmax(axis=1), labels)
+        folds[speaker] = {
+            "accuracy": round(m["accuracy"], 4),
+            "macro_f1": round(m["macro_f1"], 4),
+            "n": m["n"],
+            "train_seconds": round(result.seconds, 1),
+            "parameters": int(result.model.count_params()),
+        }
+    accuracies = [f["accuracy"] for f in folds.values()]
+    return {
+        "folds": folds,
+        "mean_accuracy": round(float(np.mean(accuracies)), 4),
+        "min_accuracy": round(float(np.min(accuracies)), 4),
+        "mean_macro_f1": round(float(np.mean([f["macro_f1"] for f in folds.values()])), 4),
+        "params_hash": params.digest(),
+    }

@@ -16,11 +16,10 @@ from tqdm import tqdm
 
 from kws.audio import AudioSource, load_clip, waveform_to_clip
 from kws.data.manifest import Sample
-from kws.errors import AudioError, DataError
+from kws.errors import AudioError, DataError, ParamsError
 from kws.params import FeatureParams, Params
 
 log = logging.getLogger(__name__)
-LOG_OFFSET = 1e-6
 
 
 @lru_cache(maxsize=8)
@@ -32,22 +31,51 @@ def _mel_basis(fp: FeatureParams) -> np.ndarray:
     ).astype(np.float32)
 
 
+@lru_cache(maxsize=8)
+def _window(fp: FeatureParams) -> np.ndarray:
+    """Periodic Hann window of win_length, zero-padded to n_fft and centred (as librosa)."""
+    window = np.hanning(fp.win_length + 1)[:-1]
+    before = (fp.n_fft - fp.win_length) // 2
+    return np.pad(window, (before, fp.n_fft - fp.win_length - before)).astype(np.float32)
+
+
 def log_mel(clip: np.ndarray, fp: FeatureParams) -> np.ndarray:
     """Log-mel spectrogram (frames, n_mels) of a fixed-length clip."""
-    import librosa
+    return log_mel_batch(clip[np.newaxis], fp)[0]
 
-    spectrum = librosa.stft(
-        clip.astype(np.float32),
-        n_fft=fp.n_fft,
-        hop_length=fp.hop_length,
-        win_length=fp.win_length,
-        window="hann",
-        center=True,
-        pad_mode="constant",
+
+def log_mel_batch(clips: np.ndarray, fp: FeatureParams, chunk: int = 256) -> np.ndarray:
+    """Log-mel spectrograms (n, frames, n_mels) of clips (n, samples), vectorised.
+
+    Centred frames with zero padding, periodic Hann window, power spectrum, Slaney
+    mel filters: the same numbers as librosa.feature.melspectrogram, ~5x faster.
+    """
+    clips = np.asarray(clips, dtype=np.float32)
+    half = fp.n_fft // 2
+    out = []
+    for start in range(0, clips.shape[0], chunk):
+        padded = np.pad(clips[start : start + chunk], ((0, 0), (half, half)))
+        frames = np.lib.stride_tricks.sliding_window_view(padded, fp.n_fft, axis=1)
+        frames = frames[:, :: fp.hop_length] * _window(fp)
+        power = np.abs(np.fft.rfft(frames, axis=-1)) ** 2
+        mel = power.astype(np.float32) @ _mel_basis(fp).T
+        out.append(np.log(mel + fp.log_floor))
+    feats = np.concatenate(out).astype(np.float32)
+    return (
+        np.stack([normalize(f, fp.normalize) for f in feats]) if fp.normalize != "none" else feats
     )
-    power = np.abs(spectrum) ** 2
-    mel = _mel_basis(fp) @ power
-    return np.log(mel + LOG_OFFSET).T.astype(np.float32)
+
+
+def normalize(feats: np.ndarray, mode: str) -> np.ndarray:
+    """Per-utterance normalisation: none, utterance (mean/std) or cmvn (per mel bin)."""
+    if mode == "none":
+        return feats
+    if mode == "utterance":
+        return ((feats - feats.mean()) / (feats.std() + 1e-5)).astype(np.float32)
+    if mode == "cmvn":
+        mean, std = feats.mean(axis=0, keepdims=True), feats.std(axis=0, keepdims=True)
+        return ((feats - mean) / (std + 1e-5)).astype(np.float32)
+    raise ParamsError(f"unknown features.normalize {mode!r} (none, utterance, cmvn)")
 
 
 def features_of(source: AudioSource, fp: FeatureParams) -> np.ndarray:
@@ -159,3 +187,25 @@ def run(params: Params) -> FeatureSet:
 def _stored_key(path: Path) -> str:
     with np.load(path) as z:
         return str(z["key"]) if "key" in z else ""
+
+
+def clips_of(paths: Sequence[str], fp: FeatureParams, cache_dir: Path | None = None) -> np.ndarray:
+    """Fixed-length clips (n, samples) of readable files, for augmentation; cached by content."""
+    digest = hashlib.sha256(json.dumps(dataclasses.asdict(fp), sort_keys=True).encode())
+    for path in paths:
+        digest.update(path.encode() + hashlib.md5(Path(path).read_bytes()).digest())
+    cache = cache_dir / f"clips-{digest.hexdigest()[:16]}.npy" if cache_dir else None
+    if cache is not None and cache.is_file():
+        return np.load(cache)
+    clips = np.stack(
+        [
+            load_clip(p, fp.sample_rate, fp.clip_samples)
+            for p in tqdm(paths, desc="decode clips", unit="file")
+        ]
+    )
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.stem + ".tmp.npy")
+        np.save(tmp, clips)
+        tmp.replace(cache)
+    return clips

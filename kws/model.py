@@ -64,8 +64,10 @@ def _ds_cnn(inputs, norm, n_classes: int, p: ModelParams):
     x = layers.BatchNormalization()(x)
     x = layers.ReLU()(x)
     x = layers.Dropout(p.dropout)(x)
-    for _ in range(4):
-        x = layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
+    for block in range(4):
+        # strides in blocks 1 and 3: our 101x40 input is 4x Hello Edge's 49x10 MFCCs
+        stride = 2 if block in (0, 2) else 1
+        x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False)(x)
         x = layers.BatchNormalization()(x)
         x = layers.ReLU()(x)
         x = layers.Conv2D(p.width, 1, use_bias=False)(x)

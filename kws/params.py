@@ -47,6 +47,8 @@ class FeatureParams:
     n_mels: int = 40
     fmin: float = 20.0
     fmax: float = 4000.0
+    normalize: str = "none"  # none | utterance (mean/std) | cmvn (per mel bin)
+    log_floor: float = 1e-6  # added to mel power before the log
 
     @property
     def clip_samples(self) -> int:
@@ -57,6 +59,24 @@ class FeatureParams:
     def n_frames(self) -> int:
         """Frames of one clip (librosa centres frames)."""
         return 1 + self.clip_samples // self.hop_length
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """Training-time augmentation (train split only); zeros switch a transform off."""
+
+    enabled: bool = False
+    time_shift_ms: float = 100.0
+    speed: float = 0.1  # +- fraction
+    gain_db: float = 6.0  # +- dB
+    noise_prob: float = 0.8
+    snr_db_min: float = 5.0
+    snr_db_max: float = 30.0
+    freq_warp: float = 0.1  # +- fraction of the mel axis
+    freq_masks: int = 2
+    freq_mask_width: int = 5
+    time_masks: int = 2
+    time_mask_width: int = 10
 
 
 @dataclass(frozen=True)
@@ -76,6 +96,8 @@ class TrainParams:
     batch_size: int = 32
     learning_rate: float = 0.001
     early_stopping_patience: int = 5
+    lr_schedule: str = "constant"  # constant | cosine
+    label_smoothing: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -98,6 +120,7 @@ class Params:
     seed: int = 42
     data: DataParams = field(default_factory=DataParams)
     features: FeatureParams = field(default_factory=FeatureParams)
+    augment: AugmentParams = field(default_factory=AugmentParams)
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
     paths: PathParams = field(default_factory=PathParams)

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kws.errors import DataError
+from kws.errors import DataError, ParamsError
 from kws.features import FeatureSet
 from kws.model import build_model
-from kws.params import Params
+from kws.params import Params, TrainParams
 
 if TYPE_CHECKING:
     import keras
@@ -80,41 +80,123 @@ def progress_callback(epochs: int) -> Any:
 
 
 def train(
-    features: FeatureSet, labels: Sequence[str], params: Params, callbacks: Sequence[Any] = ()
+    features: FeatureSet,
+    labels: Sequence[str],
+    params: Params,
+    callbacks: Sequence[Any] = (),
+    cache_dir: Path | None = None,
 ) -> TrainResult:
-    """Train the configured model on the train split, early-stopping on the val split."""
+    """Train the configured model on the train split.
+
+    With a val split, early-stop on val accuracy and keep the best weights; without
+    one (leave-one-speaker-out folds), run the full schedule.
+    """
     import keras
 
     set_seed(params.seed)
+    t = params.train
     x_train, y_train = features.split("train")
     x_val, y_val = features.split("val")
-    if len(x_train) == 0 or len(x_val) == 0:
-        raise DataError(
-            f"need train and val samples, got {len(x_train)} train and {len(x_val)} val"
-        )
+    if len(x_train) == 0:
+        raise DataError("the train split is empty")
     model = build_model(params.model, x_train.shape[1:3], len(labels), x_train)
+    y_train_1h = _one_hot(encode(y_train, labels), len(labels))
+    if params.augment.enabled:
+        from kws.features import clips_of
+
+        clips = clips_of(
+            list(features.paths[features.splits == "train"]), params.features, cache_dir
+        )
+        data: Any = augmented_batches(clips, y_train_1h, params, t.batch_size)
+        fit_args: dict[str, Any] = {}
+        steps = len(data)
+    else:
+        data = x_train[..., np.newaxis]
+        fit_args = {"y": y_train_1h, "batch_size": t.batch_size, "shuffle": True}
+        steps = int(np.ceil(len(x_train) / t.batch_size))
     model.compile(
-        optimizer=keras.optimizers.Adam(params.train.learning_rate),
-        loss="sparse_categorical_crossentropy",
+        optimizer=keras.optimizers.Adam(_learning_rate(t, steps)),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
         metrics=["accuracy"],
     )
-    t = params.train
-    stop = keras.callbacks.EarlyStopping(
-        monitor="val_accuracy", patience=t.early_stopping_patience, restore_best_weights=True
-    )
+    extra: list[Any] = [progress_callback(t.epochs), *callbacks]
+    if len(x_val):
+        fit_args["validation_data"] = (
+            x_val[..., np.newaxis],
+            _one_hot(encode(y_val, labels), len(labels)),
+        )
+        extra.insert(
+            0,
+            keras.callbacks.EarlyStopping(
+                monitor="val_accuracy",
+                patience=t.early_stopping_patience,
+                restore_best_weights=True,
+            ),
+        )
     start = time.perf_counter()
-    fit = model.fit(
-        x_train[..., np.newaxis],
-        encode(y_train, labels),
-        validation_data=(x_val[..., np.newaxis], encode(y_val, labels)),
-        epochs=t.epochs,
-        batch_size=t.batch_size,
-        callbacks=[stop, progress_callback(t.epochs), *callbacks],
-        verbose=0,
-    )
+    fit = model.fit(data, epochs=t.epochs, callbacks=extra, verbose=0, **fit_args)
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
-    best = int(np.argmax(history["val_accuracy"])) + 1
+    monitored = history.get("val_accuracy") or history["accuracy"]
+    best = int(np.argmax(monitored)) + 1 if len(x_val) else len(monitored)
     return TrainResult(model, list(labels), history, time.perf_counter() - start, best)
+
+
+def _one_hot(indices: np.ndarray, n_classes: int) -> np.ndarray:
+    return np.eye(n_classes, dtype=np.float32)[indices]
+
+
+def _learning_rate(t: TrainParams, steps_per_epoch: int) -> Any:
+    import keras
+
+    if t.lr_schedule == "constant":
+        return t.learning_rate
+    if t.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(
+            t.learning_rate, decay_steps=max(1, t.epochs * steps_per_epoch), alpha=0.01
+        )
+    raise ParamsError(f"unknown train.lr_schedule {t.lr_schedule!r} (constant, cosine)")
+
+
+def _augmented_batches_class() -> type:
+    import keras
+
+    from kws.augment import Augmenter
+    from kws.features import log_mel_batch
+
+    class _AugmentedBatches(keras.utils.PyDataset):
+        """Batches of freshly augmented features; new perturbations every epoch."""
+
+        def __init__(self, clips: np.ndarray, y: np.ndarray, params: Params, batch_size: int):
+            super().__init__()
+            self.clips, self.y, self.batch_size = clips, y, batch_size
+            self.fp = params.features
+            self.augmenter = Augmenter(params.augment, params.seed)
+            self.rng = np.random.default_rng(params.seed + 1)
+            self._regenerate()
+
+        def _regenerate(self) -> None:
+            aug, rate = self.augmenter, self.fp.sample_rate
+            waves = np.stack([aug.waveform(clip, rate) for clip in self.clips])
+            feats = log_mel_batch(waves, self.fp)
+            self.x = np.stack([aug.spectrogram(f) for f in feats])[..., np.newaxis]
+            self.order = self.rng.permutation(len(self.clips))
+
+        def __len__(self) -> int:
+            return int(np.ceil(len(self.clips) / self.batch_size))
+
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+            rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+            return self.x[rows], self.y[rows]
+
+        def on_epoch_end(self) -> None:
+            self._regenerate()
+
+    return _AugmentedBatches
+
+
+def augmented_batches(clips: np.ndarray, y: np.ndarray, params: Params, batch_size: int) -> Any:
+    """A Keras PyDataset of augmented training batches (keras imported lazily)."""
+    return _augmented_batches_class()(clips, y, params, batch_size)
 
 
 def save_training(result: TrainResult, model_dir: Path) -> None:
@@ -157,7 +239,21 @@ def run(params: Params, callbacks: Sequence[Any] = ()) -> TrainResult:
 
     features = featurize(params)
     info = json.loads((Path(params.paths.prepared) / DATA_INFO).read_text())
-    result = train(features, info["labels"], params, callbacks)
+    result = train(
+        features, info["labels"], params, callbacks, cache_dir=Path(params.paths.cache) / "clips"
+    )
     save_training(result, Path(params.paths.model))
-    plot_training_curves(result.history, Path(params.paths.reports) / "training_curves.png")
+    reports = Path(params.paths.reports)
+    plot_training_curves(result.history, reports / "training_curves.png")
+    write_history_csv(result.history, reports / "history.csv")
     return result
+
+
+def write_history_csv(history: dict[str, list[float]], path: Path) -> None:
+    """Per-epoch metrics as CSV (epoch, loss, accuracy, ...) for `dvc plots`."""
+    keys = sorted(history)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [",".join(["epoch", *keys])]
+    for epoch in range(len(history[keys[0]]) if keys else 0):
+        rows.append(",".join([str(epoch + 1), *(f"{history[k][epoch]:.6f}" for k in keys)]))
+    path.write_text("\n".join(rows) + "\n")

@@ -49,7 +49,7 @@ def test_features_the_predictor_computes_equal_the_training_features(tiny_projec
     training = load_feature_set(tiny_project / "data/features/features.npz")
     predictor = Predictor.from_path(tiny_project / "models/package")
     for i in (0, len(training.paths) // 2, len(training.paths) - 1):
-        served = features_of(Path(training.paths[i]).read_bytes(), predictor.features)
+        served = features_of((tiny_project / training.paths[i]).read_bytes(), predictor.features)
         np.testing.assert_array_equal(served, training.x[i])
 
 
@@ -67,11 +67,12 @@ def test_tflite_probabilities_equal_keras_within_1e4(tiny_project: Path) -> None
 def test_predictor_accepts_bytes_paths_and_waveforms(tiny_project: Path) -> None:
     predictor = Predictor.from_path(tiny_project / "models/package")
     sample = read_manifest(tiny_project / "data/prepared/manifest.csv")[0]
-    from_path = predictor.predict(sample.path, top_k=3)
-    from_bytes = predictor.predict(Path(sample.path).read_bytes(), top_k=3)
+    path = tiny_project / sample.path
+    from_path = predictor.predict(path, top_k=3)
+    from_bytes = predictor.predict(path.read_bytes(), top_k=3)
     import soundfile as sf
 
-    wave, rate = sf.read(sample.path, dtype="float32")
+    wave, rate = sf.read(path, dtype="float32")
     from_wave = predictor.predict(wave, sample_rate=rate, top_k=3)
     assert from_path == from_bytes
     assert from_wave.label == from_path.label

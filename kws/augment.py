@@ -1,0 +1,116 @@
+"""Training-time augmentation: waveform perturbations, noise, frequency warping, SpecAugment.
+
+Everything here runs on the train split only; serving never augments.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kws.audio import fit_length
+from kws.params import AugmentParams
+
+NOISE_COLOURS = ("white", "pink", "brown")
+
+
+def coloured_noise(n: int, colour: str, rng: np.random.Generator) -> np.ndarray:
+    """Unit-RMS white, pink (1/f) or brown (1/f²) noise."""
+    white = rng.standard_normal(n)
+    if colour == "white":
+        noise = white
+    else:
+        spectrum = np.fft.rfft(white)
+        freqs = np.maximum(np.fft.rfftfreq(n), 1.0 / n)
+        spectrum /= np.sqrt(freqs) if colour == "pink" else freqs
+        noise = np.fft.irfft(spectrum, n)
+    return (noise / (np.sqrt(np.mean(noise**2)) + 1e-12)).astype(np.float32)
+
+
+class Augmenter:
+    """Random, seeded perturbations of fixed-length clips and their log-mel features."""
+
+    def __init__(
+        self, params: AugmentParams, seed: int, noise_bank: list[np.ndarray] | None = None
+    ) -> None:
+        self.p = params
+        self.rng = np.random.default_rng(seed)
+        self.noise_bank = noise_bank or []
+
+    def waveform(self, clip: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Speed, time shift, gain and noise on one clip (same length out)."""
+        p, rng, n = self.p, self.rng, clip.shape[0]
+        out = clip
+        if p.speed > 0:
+            factor = rng.uniform(1 - p.speed, 1 + p.speed)
+            # playing faster = fewer samples at the same rate (tempo and pitch move together);
+            # linear interpolation: soxr at arbitrary ratios costs ~40 ms a clip
+            out = fit_length(_speed(out, factor), n)
+        if p.time_shift_ms > 0:
+            limit = int(sample_rate * p.time_shift_ms / 1000)
+            out = _shift(out, int(rng.integers(-limit, limit + 1)))
+        if p.gain_db > 0:
+            out = out * np.float32(10 ** (rng.uniform(-p.gain_db, p.gain_db) / 20))
+        if p.noise_prob > 0 and rng.random() < p.noise_prob:
+            out = out + self._noise(out, n)
+        return out.astype(np.float32)
+
+    def _noise(self, clip: np.ndarray, n: int) -> np.ndarray:
+        rng = self.rng
+        if self.noise_bank and rng.random() < 0.5:
+            source = self.noise_bank[int(rng.integers(len(self.noise_bank)))]
+            start = int(rng.integers(0, max(1, source.shape[0] - n)))
+            noise = fit_length(source[start : start + n], n)
+            noise = noise / (np.sqrt(np.mean(noise**2)) + 1e-12)
+        else:
+            noise = coloured_noise(n, NOISE_COLOURS[int(rng.integers(3))], rng)
+        signal_rms = np.sqrt(np.mean(clip**2)) + 1e-8
+        snr_db = rng.uniform(self.p.snr_db_min, self.p.snr_db_max)
+        return (noise * signal_rms / 10 ** (snr_db / 20)).astype(np.float32)
+
+    def spectrogram(self, feats: np.ndarray) -> np.ndarray:
+        """Frequency warp (VTLP-like) and SpecAugment masks on one (frames, mels) array."""
+        p, rng = self.p, self.rng
+        out = feats
+        if p.freq_warp > 0:
+            out = _warp_mel_axis(out, rng.uniform(1 - p.freq_warp, 1 + p.freq_warp))
+        else:
+            out = out.copy()
+        frames, mels = out.shape
+        fill = out.mean()
+        for _ in range(p.freq_masks):
+            width = int(rng.integers(0, p.freq_mask_width + 1))
+            start = int(rng.integers(0, max(1, mels - width)))
+            out[:, start : start + width] = fill
+        for _ in range(p.time_masks):
+            width = int(rng.integers(0, p.time_mask_width + 1))
+            start = int(rng.integers(0, max(1, frames - width)))
+            out[start : start + width, :] = fill
+        return out
+
+
+def _speed(clip: np.ndarray, factor: float) -> np.ndarray:
+    """Play a clip `factor` times faster (linear interpolation)."""
+    positions = np.arange(0, clip.shape[0] - 1, factor)
+    return np.interp(positions, np.arange(clip.shape[0]), clip).astype(np.float32)
+
+
+def _shift(clip: np.ndarray, offset: int) -> np.ndarray:
+    """Shift right (positive) or left, filling with silence."""
+    if offset == 0:
+        return clip
+    out = np.zeros_like(clip)
+    if offset > 0:
+        out[offset:] = clip[:-offset]
+    else:
+        out[:offset] = clip[-offset:]
+    return out
+
+
+def _warp_mel_axis(feats: np.ndarray, alpha: float) -> np.ndarray:
+    """Stretch the mel axis by alpha (vocal tract length perturbation on features)."""
+    mels = feats.shape[1]
+    source = np.clip(np.arange(mels) / alpha, 0, mels - 1)
+    lo = np.floor(source).astype(int)
+    hi = np.minimum(lo + 1, mels - 1)
+    frac = (source - lo).astype(np.float32)
+    return feats[:, lo] * (1 - frac) + feats[:, hi] * frac

@@ -1,0 +1,99 @@
+"""Augmentation: seeded, shape-preserving perturbations that do what they say."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kws.augment import Augmenter, coloured_noise
+from kws.features import log_mel, normalize
+from kws.params import AugmentParams, FeatureParams
+from tests.helpers import tone
+
+OFF = AugmentParams(
+    enabled=True,
+    time_shift_ms=0,
+    speed=0,
+    gain_db=0,
+    noise_prob=0,
+    freq_warp=0,
+    freq_masks=0,
+    time_masks=0,
+)
+
+
+def clip() -> np.ndarray:
+    wave = np.zeros(16000, dtype=np.float32)
+    wave[6000:10000] = tone(0.25)
+    return wave
+
+
+def test_with_every_transform_off_the_clip_is_unchanged() -> None:
+    augmenter = Augmenter(OFF, seed=0)
+    np.testing.assert_array_equal(augmenter.waveform(clip(), 16000), clip())
+
+
+def test_same_seed_same_perturbations() -> None:
+    params = AugmentParams(enabled=True)
+    a = Augmenter(params, seed=7).waveform(clip(), 16000)
+    b = Augmenter(params, seed=7).waveform(clip(), 16000)
+    c = Augmenter(params, seed=8).waveform(clip(), 16000)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert a.shape == (16000,) and a.dtype == np.float32
+
+
+def test_time_shift_moves_the_word_within_the_limit() -> None:
+    augmenter = Augmenter(OFF.__class__(**{**OFF.__dict__, "time_shift_ms": 100}), seed=1)
+    for _ in range(20):
+        shifted = augmenter.waveform(clip(), 16000)
+        onset = int(np.argmax(np.abs(shifted) > 0))
+        assert abs(onset - 6000) <= 1600
+
+
+@pytest.mark.parametrize("snr", [5.0, 20.0])
+def test_noise_is_mixed_at_the_requested_snr(snr: float) -> None:
+    params = OFF.__class__(
+        **{**OFF.__dict__, "noise_prob": 1.0, "snr_db_min": snr, "snr_db_max": snr}
+    )
+    signal = tone(1.0)
+    noisy = Augmenter(params, seed=3).waveform(signal, 16000)
+    noise = noisy - signal
+    measured = 10 * np.log10(np.mean(signal**2) / np.mean(noise**2))
+    assert abs(measured - snr) < 0.1
+
+
+def test_coloured_noise_has_the_right_spectral_slope() -> None:
+    rng = np.random.default_rng(0)
+    for colour, slope in (("white", 0.0), ("pink", -1.0), ("brown", -2.0)):
+        noise = coloured_noise(2**16, colour, rng)
+        power = np.abs(np.fft.rfft(noise)) ** 2
+        freqs = np.fft.rfftfreq(2**16)
+        band = (freqs > 0.01) & (freqs < 0.4)
+        fitted = np.polyfit(np.log(freqs[band]), np.log(power[band]), 1)[0]
+        assert abs(fitted - slope) < 0.15, colour
+
+
+def test_specaugment_masks_and_warp_keep_the_shape() -> None:
+    feats = log_mel(clip(), FeatureParams())
+    params = AugmentParams(
+        enabled=True,
+        freq_masks=2,
+        freq_mask_width=5,
+        time_masks=2,
+        time_mask_width=10,
+        freq_warp=0.1,
+    )
+    out = Augmenter(params, seed=0).spectrogram(feats)
+    assert out.shape == feats.shape
+    assert not np.array_equal(out, feats)
+    np.testing.assert_array_equal(feats, log_mel(clip(), FeatureParams()))  # input untouched
+
+
+def test_cmvn_gives_zero_mean_unit_variance_per_mel_bin() -> None:
+    feats = log_mel(
+        tone(1.0) + 0.01 * coloured_noise(16000, "white", np.random.default_rng(0)), FeatureParams()
+    )
+    out = normalize(feats, "cmvn")
+    np.testing.assert_allclose(out.mean(axis=0), 0, atol=1e-4)
+    np.testing.assert_allclose(out.std(axis=0), 1, atol=1e-2)
