@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 KWS := $(BIN)/kws
 EXTRAS ?= train,serve,dev
 
-.PHONY: setup lock test test-fast lint demo bench clean help
+.PHONY: setup lock test test-fast lint demo bench dvc-repro dvc-proof clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -45,6 +45,12 @@ demo: setup  ## data -> features -> train -> evaluate -> export -> predict
 	$(KWS) export
 	@sample=$$(awk -F, '$$4=="test" {print $$1; exit}' data/prepared/manifest.csv); \
 	  echo "kws predict $$sample"; $(KWS) predict "$$sample"
+
+dvc-repro: setup  ## run the DVC pipeline (dvc.yaml) on the full dataset
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+dvc-proof: setup  ## repro, push, clone, pull, reproduce; writes docs/proofs/dvc-push-pull.md
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m kws.dvc_proof --out docs/proofs/dvc-push-pull.md
 
 bench: setup  ## baseline benchmark on the whole FSDD mirror
 	$(BIN)/python benchmarks/train_baseline.py
