@@ -6,10 +6,15 @@ BIN := $(VENV)/bin
 KWS := $(BIN)/kws
 EXTRAS ?= train,serve,dev
 
-.PHONY: setup lock test test-fast lint demo bench dvc-repro dvc-proof clean help
+.PHONY: system-deps setup lock test test-fast lint demo bench dvc-repro dvc-proof clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+system-deps:  ## Debian packages: espeak-ng (synthetic speakers), rsync
+	@command -v espeak-ng >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq espeak-ng; \
+	  else echo "install espeak-ng: sudo apt-get install espeak-ng" >&2; exit 1; fi; }
 
 setup: $(VENV)/.installed  ## create .venv with the locked dependencies
 

@@ -30,15 +30,25 @@ ParamsOption = typer.Option(Path("params.yaml"), "--params", "-p", help="Paramet
 SetOption = typer.Option(
     None, "--set", "-s", help="Override a parameter, e.g. --set train.epochs=1 (repeatable)."
 )
+OverlayOption = typer.Option(
+    None,
+    "--overlay",
+    "-o",
+    help="Partial params YAML merged over --params, e.g. pipelines/configs/params/baseline.yaml.",
+)
 
 
-def resolve_params(path: Path, overrides: list[str] | None) -> Params:
-    """Load params and apply dotted `key=value` overrides (values parsed as YAML)."""
+def resolve_params(
+    path: Path, overrides: list[str] | None, overlays: list[Path] | None = None
+) -> Params:
+    """Load params, merge overlay files (partial params YAML), then `key=value` overrides."""
     params = load_params(path)
-    if not overrides:
+    if not overrides and not overlays:
         return params
     tree: dict[str, Any] = params.to_dict()
-    for item in overrides:
+    for overlay in overlays or []:
+        _merge(tree, _read_overlay(overlay), str(overlay))
+    for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ParamsError(f"--set expects key=value, got {item!r}")
@@ -54,40 +64,70 @@ def resolve_params(path: Path, overrides: list[str] | None) -> Params:
     return params_from_dict(tree, source="params (with --set)")
 
 
+def _read_overlay(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ParamsError(f"overlay not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path} must hold a mapping")
+    return data
+
+
+def _merge(tree: dict[str, Any], overlay: dict[str, Any], where: str) -> None:
+    for key, value in overlay.items():
+        if key not in tree:
+            raise ParamsError(f"{where}: unknown parameter {key!r}")
+        if isinstance(value, dict) and isinstance(tree[key], dict):
+            _merge(tree[key], value, f"{where}:{key}")
+        else:
+            tree[key] = value
+
+
 @data_app.command("fetch")
-def data_fetch(params: Path = ParamsOption, set_: list[str] = SetOption) -> None:
+def data_fetch(
+    params: Path = ParamsOption, set_: list[str] = SetOption, overlay: list[Path] = OverlayOption
+) -> None:
     """Download (or copy from a local folder/archive) and verify the raw dataset."""
     from kws.data import fetch
 
-    typer.echo(f"raw data in {fetch(resolve_params(params, set_))}")
+    typer.echo(f"raw data in {fetch(resolve_params(params, set_, overlay))}")
 
 
 @data_app.command("prepare")
-def data_prepare(params: Path = ParamsOption, set_: list[str] = SetOption) -> None:
+def data_prepare(
+    params: Path = ParamsOption, set_: list[str] = SetOption, overlay: list[Path] = OverlayOption
+) -> None:
     """Write the speaker-disjoint split manifest (CSV) and the data summary."""
     from kws.data import prepare
 
-    p = resolve_params(params, set_)
+    p = resolve_params(params, set_, overlay)
     samples, info = prepare(p)
     counts = {split: sum(c.values()) for split, c in info["counts"].items()}
     typer.echo(f"{len(samples)} samples {counts}, data hash {str(info['data_hash'])[:12]}")
 
 
 @app.command()
-def featurize(params: Path = ParamsOption, set_: list[str] = SetOption) -> None:
+def featurize(
+    params: Path = ParamsOption, set_: list[str] = SetOption, overlay: list[Path] = OverlayOption
+) -> None:
     """Compute (or reuse cached) log-mel features of the prepared data."""
     from kws.features import run
 
-    fs = run(resolve_params(params, set_))
+    fs = run(resolve_params(params, set_, overlay))
     typer.echo(f"features {tuple(fs.x.shape)} ({len(fs.skipped)} files skipped)")
 
 
 @app.command()
-def train(params: Path = ParamsOption, set_: list[str] = SetOption) -> None:
+def train(
+    params: Path = ParamsOption, set_: list[str] = SetOption, overlay: list[Path] = OverlayOption
+) -> None:
     """Train the model configured in params.yaml on the train split."""
     from kws.train import run
 
-    result = run(resolve_params(params, set_))
+    result = run(resolve_params(params, set_, overlay))
     val = result.history.get("val_accuracy")
     typer.echo(
         f"trained {result.model.name} in {result.seconds:.1f}s, best epoch {result.best_epoch}"
@@ -99,6 +139,7 @@ def train(params: Path = ParamsOption, set_: list[str] = SetOption) -> None:
 def evaluate(
     params: Path = ParamsOption,
     set_: list[str] = SetOption,
+    overlay: list[Path] = OverlayOption,
     model: Path | None = typer.Option(None, help="An exported model package to evaluate."),
     data: Path | None = typer.Option(None, help="Folder of WAVs (FSDD or label/*.wav layout)."),
 ) -> None:
@@ -112,7 +153,7 @@ def evaluate(
         metrics.pop("confusion_matrix")
         typer.echo(json.dumps(metrics, indent=2))
         return
-    metrics = ev.run(resolve_params(params, set_))
+    metrics = ev.run(resolve_params(params, set_, overlay))
     typer.echo(
         f"test accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} "
         f"(n={metrics['n']})"
@@ -123,6 +164,7 @@ def evaluate(
 def cv(
     params: Path = ParamsOption,
     set_: list[str] = SetOption,
+    overlay: list[Path] = OverlayOption,
     speaker: list[str] = typer.Option(None, help="Only these held-out speakers (repeatable)."),
     output: Path = typer.Option(Path("reports/cv.json"), help="Where to write the results."),
 ) -> None:
@@ -130,7 +172,7 @@ def cv(
     from kws.data.manifest import write_json
     from kws.evaluate import cross_validate
 
-    result = cross_validate(resolve_params(params, set_), speaker or None)
+    result = cross_validate(resolve_params(params, set_, overlay), speaker or None)
     write_json(result, output)
     typer.echo("speaker       accuracy  macro_f1  train_s")
     for name, fold in result["folds"].items():
@@ -142,11 +184,13 @@ def cv(
 
 
 @app.command()
-def export(params: Path = ParamsOption, set_: list[str] = SetOption) -> None:
+def export(
+    params: Path = ParamsOption, set_: list[str] = SetOption, overlay: list[Path] = OverlayOption
+) -> None:
     """Write the model package (TFLite, Keras, labels, features, metadata)."""
     from kws.export import run
 
-    typer.echo(f"model package in {run(resolve_params(params, set_))}")
+    typer.echo(f"model package in {run(resolve_params(params, set_, overlay))}")
 
 
 @app.command()

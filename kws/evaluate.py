@@ -192,7 +192,10 @@ def cross_validate(params: Params, speakers: Sequence[str] | None = None) -> dic
     speaker_of = {s.path: s.speaker for s in samples}
     row_speakers = np.array([speaker_of[p] for p in features.paths])
     folds: dict[str, dict[str, Any]] = {}
-    for speaker in speakers or sorted(set(row_speakers)):
+    from kws.data.synthetic import is_synthetic
+
+    real = sorted({s for s in row_speakers if not is_synthetic(s)})
+    for speaker in speakers or real:
         splits = np.where(row_speakers == speaker, "test", "train")
         fold = dataclasses.replace(features, splits=splits)
         result = train(fold, labels, params, cache_dir=Path(params.paths.cache) / "clips")

@@ -33,6 +33,8 @@ class DataParams:
     test_speakers: list[str] = field(default_factory=list)
     silence_percent: float = 10.0
     unknown_percent: float = 10.0
+    synthetic_voices: int = 0  # espeak-ng speakers added to the train split
+    synthetic_takes: int = 1
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from kws.data import fsdd, speech_commands
+from kws.data import fsdd, speech_commands, synthetic
 from kws.data.manifest import (
     Sample,
     data_hash,
@@ -108,10 +108,15 @@ def prepare(params: Params) -> tuple[list[Sample], dict[str, Any]]:
             val_speakers=d.val_speakers,
             test_speakers=d.test_speakers,
         )
-    samples = subset(samples, d.max_per_class)
     if not samples:
         raise DataError(f"no samples found for source {d.source!r} in {raw}")
     labels = labels_of(d.source, samples)
+    if d.synthetic_voices > 0:
+        words = [w for w in labels if not w.startswith("_")]
+        samples += synthetic.generate(
+            out / "synthetic", words, d.synthetic_voices, d.synthetic_takes, params.seed
+        )
+    samples = subset(samples, d.max_per_class)
     info = summary(samples, labels, data_hash(samples))
     write_manifest(samples, out / MANIFEST)
     write_json(info, out / DATA_INFO)

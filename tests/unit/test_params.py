@@ -43,3 +43,15 @@ def test_set_overrides_a_nested_value_and_rejects_unknown_ones() -> None:
 def test_digest_changes_with_any_parameter() -> None:
     params = load_params(REPO / "params.yaml")
     assert params.digest() != params.replace(train={"epochs": 2}).digest()
+
+
+def test_overlay_files_merge_over_params_and_reject_unknown_keys(tmp_path: Path) -> None:
+    baseline = resolve_params(
+        REPO / "params.yaml", None, [REPO / "pipelines/configs/params/baseline.yaml"]
+    )
+    assert baseline.model.architecture == "cnn" and not baseline.augment.enabled
+    assert baseline.data.source == "fsdd"  # untouched sections keep params.yaml values
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  layers: 3\n")
+    with pytest.raises(ParamsError, match="unknown parameter 'layers'"):
+        resolve_params(REPO / "params.yaml", None, [bad])
