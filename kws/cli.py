@@ -25,6 +25,15 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Fetch and prepare datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+registry_app = typer.Typer(
+    help="MLflow model registry: versions, champion/challenger, promotion gate.",
+    no_args_is_help=True,
+)
+app.add_typer(registry_app, name="registry")
+experiments_app = typer.Typer(
+    help="Comparable runs in one MLflow experiment.", no_args_is_help=True
+)
+app.add_typer(experiments_app, name="experiments")
 
 ParamsOption = typer.Option(Path("params.yaml"), "--params", "-p", help="Parameters file.")
 SetOption = typer.Option(
@@ -190,7 +199,11 @@ def export(
     """Write the model package (TFLite, Keras, labels, features, metadata)."""
     from kws.export import run
 
-    typer.echo(f"model package in {run(resolve_params(params, set_, overlay))}")
+    p = resolve_params(params, set_, overlay)
+    package, version = run(p)
+    typer.echo(f"model package in {package}")
+    if version:
+        typer.echo(f"registered {p.registry.model_name} version {version} (alias challenger)")
 
 
 @app.command()
@@ -210,10 +223,111 @@ def predict(
         typer.echo(f"{prediction.label}\t{prediction.confidence:.3f}")
 
 
+def _registry(params: Path, set_: list[str] | None, overlay: list[Path] | None) -> Any:
+    from kws.registry import Registry
+
+    return Registry(resolve_params(params, set_, overlay).registry.model_name)
+
+
+@registry_app.command("list")
+def registry_list(
+    params: Path = ParamsOption, set_: list[str] = SetOption, overlay: list[Path] = OverlayOption
+) -> None:
+    """Registered versions, newest first, with aliases and test accuracy."""
+    reg = _registry(params, set_, overlay)
+    versions = reg.versions()
+    if not versions:
+        typer.echo(f"no versions of {reg.name!r} yet (run `kws export`)")
+        return
+    typer.echo("version  aliases              accuracy  macro_f1  architecture  created")
+    for v in versions:
+        typer.echo(
+            f"{v.version:<7}  {','.join(v.aliases) or '-':<19}  "
+            f"{v.tags.get('accuracy', '-')[:6]:<8}  {v.tags.get('macro_f1', '-')[:6]:<8}  "
+            f"{v.tags.get('architecture', '-'):<12}  {v.created}"
+        )
+
+
+@registry_app.command("show")
+def registry_show(
+    version: str,
+    params: Path = ParamsOption,
+    set_: list[str] = SetOption,
+    overlay: list[Path] = OverlayOption,
+) -> None:
+    """One version: aliases, run, tags; and the champion history."""
+    from dataclasses import asdict
+
+    reg = _registry(params, set_, overlay)
+    typer.echo(
+        json.dumps({**asdict(reg.show(version)), "champion_history": reg.history()}, indent=2)
+    )
+
+
+@registry_app.command("promote")
+def registry_promote(
+    version: str,
+    params: Path = ParamsOption,
+    set_: list[str] = SetOption,
+    overlay: list[Path] = OverlayOption,
+) -> None:
+    """Point `champion` at VERSION (the previous champion is remembered for rollback)."""
+    reg = _registry(params, set_, overlay)
+    previous = reg.promote(version)
+    typer.echo(f"champion: v{version} (was {'v' + previous if previous else 'none'})")
+
+
+@registry_app.command("rollback")
+def registry_rollback(
+    params: Path = ParamsOption, set_: list[str] = SetOption, overlay: list[Path] = OverlayOption
+) -> None:
+    """Return `champion` to the version it pointed at before the last promotion."""
+    reg = _registry(params, set_, overlay)
+    current = reg.alias_version("champion")
+    typer.echo(f"champion: v{reg.rollback()} (was v{current})")
+
+
+@registry_app.command("gate")
+def registry_gate(
+    params: Path = ParamsOption, set_: list[str] = SetOption, overlay: list[Path] = OverlayOption
+) -> None:
+    """Evaluate challenger and champion on the test split; promote only a better challenger."""
+    from kws.data import MANIFEST, read_manifest
+    from kws.registry import Registry, gate
+
+    p = resolve_params(params, set_, overlay)
+    samples = [s for s in read_manifest(Path(p.paths.prepared) / MANIFEST) if s.split == "test"]
+    decision = gate(Registry(p.registry.model_name), samples, p.registry.gate_margin)
+    typer.echo(decision.reason)
+
+
+@experiments_app.command("run")
+def experiments_run(
+    params: Path = ParamsOption,
+    set_: list[str] = SetOption,
+    overlay: list[Path] = OverlayOption,
+    variation: list[str] = typer.Option(None, help="Only these variations (repeatable)."),
+    output: Path = typer.Option(Path("docs/results/experiments.md"), help="Markdown table."),
+    workdir: Path = typer.Option(Path(".cache/kws/experiments"), help="Per-run outputs."),
+) -> None:
+    """Train the baseline and its variations; write and print the comparison table."""
+    import shlex
+
+    from kws.experiments import VARIATIONS, markdown_table, run_experiments
+
+    p = resolve_params(params, set_, overlay)
+    rows = run_experiments(p, variation or list(VARIATIONS), workdir)
+    command = "kws " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    table = markdown_table(rows, command)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(table)
+    typer.echo(table)
+
+
 def main() -> None:
     """Entry point: expected errors become one line on stderr and exit code 1."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("tensorflow", "absl", "h5py", "numba", "matplotlib"):
+    for noisy in ("tensorflow", "absl", "h5py", "numba", "matplotlib", "mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         app()

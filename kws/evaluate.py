@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kws.data.manifest import write_json
+from kws.data.manifest import Sample, write_json
 from kws.errors import DataError
 from kws.params import Params
+
+if TYPE_CHECKING:
+    from kws.inference import Predictor
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -137,23 +140,43 @@ def run(params: Params) -> dict[str, Any]:
             for actual, p in zip(y_test, predicted, strict=True)
         )
     )
+    log_evaluation(Path(params.paths.model), metrics, reports)
     return metrics
+
+
+def log_evaluation(model_dir: Path, metrics: dict[str, Any], reports: Path) -> None:
+    """Add test metrics and their files to the training's MLflow run."""
+    from kws.tracking import load_run
+
+    run = load_run(model_dir)
+    if run is None:
+        return
+    flat = {f"test_{k}": v for k, v in metrics.items() if k in ("accuracy", "macro_f1", "n")}
+    for label, scores in metrics["per_class"].items():
+        flat.update({f"test_{label}_{k}": v for k, v in scores.items() if k != "support"})
+    run.log_metrics(flat)
+    for name in (METRICS_FILE, CONFUSION_FILE, PREDICTIONS_FILE):
+        run.log_artifact(reports / name, "reports")
 
 
 def evaluate_package(package_dir: Path, folder: Path) -> dict[str, Any]:
     """Evaluate an exported package (its TFLite model) on any labelled folder of WAVs."""
-    from tqdm import tqdm
-
     from kws.data import scan_labelled_folder
-    from kws.errors import AudioError
-    from kws.features import features_of
     from kws.inference import Predictor
 
-    predictor = Predictor.from_path(package_dir)
-    samples = scan_labelled_folder(folder)
+    return evaluate_samples(Predictor.from_path(package_dir), scan_labelled_folder(folder))
+
+
+def evaluate_samples(predictor: Predictor, samples: Sequence[Sample]) -> dict[str, Any]:
+    """Metrics of a predictor on labelled samples; unreadable files are counted and skipped."""
+    from tqdm import tqdm
+
+    from kws.errors import AudioError
+    from kws.features import features_of
+
     unknown = sorted({s.label for s in samples} - set(predictor.labels))
     if unknown:
-        raise DataError(f"labels in {folder} the model does not know: {', '.join(unknown)}")
+        raise DataError(f"labels the model does not know: {', '.join(unknown)}")
     index = {label: i for i, label in enumerate(predictor.labels)}
     y_true, y_pred, skipped = [], [], []
     for sample in tqdm(samples, desc="evaluate", unit="file"):
@@ -165,10 +188,9 @@ def evaluate_package(package_dir: Path, folder: Path) -> dict[str, Any]:
         y_true.append(index[sample.label])
         y_pred.append(int(predictor.probabilities(feats[np.newaxis])[0].argmax()))
     if not y_true:
-        raise DataError(f"no readable audio in {folder}")
+        raise DataError("no readable audio to evaluate")
     metrics = classification_metrics(np.array(y_true), np.array(y_pred), predictor.labels)
     metrics["skipped"] = len(skipped)
-    metrics["model_version"] = predictor.metadata.get("version", "local")
     return metrics
 
 

@@ -68,24 +68,55 @@ def _write_json(path: Path, obj: object) -> None:
     path.write_text(json.dumps(obj, indent=2) + "\n")
 
 
-def run(params: Params) -> Path:
-    """Package the trained model with its metrics and provenance into paths.package."""
-    from kws.data import DATA_INFO
+def run(params: Params) -> tuple[Path, str | None]:
+    """Package the trained model into paths.package; log it to MLflow and register it.
+
+    Returns the package folder and the registered version (None when not registered).
+    """
+    from kws.data import DATA_INFO, MANIFEST, read_manifest
     from kws.evaluate import METRICS_FILE
     from kws.provenance import provenance
+    from kws.tracking import load_run
     from kws.train import load_training
 
-    result = load_training(Path(params.paths.model))
+    model_dir = Path(params.paths.model)
+    result = load_training(model_dir)
     info = json.loads((Path(params.paths.prepared) / DATA_INFO).read_text())
     metrics_file = Path(params.paths.reports) / METRICS_FILE
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     summary = {k: metrics[k] for k in ("accuracy", "macro_f1", "n") if k in metrics}
+    mlrun = load_run(model_dir)
     metadata = {
         **provenance(info["data_hash"], params.digest()),
         "metrics": summary,
         "speakers": info["speakers"],
+        "mlflow_run_id": mlrun.run_id if mlrun else None,
         "params": params.to_dict(),
     }
-    return export_package(
+    package = export_package(
         result.model, result.labels, params.features, metadata, Path(params.paths.package)
     )
+    version = None
+    if mlrun is not None:
+        mlrun.log_artifact(package, "package")
+        if params.registry.register:
+            example = Path(read_manifest(Path(params.paths.prepared) / MANIFEST)[0].path)
+            version = register(mlrun.run_id, package, example.read_bytes(), params, metadata)
+    return package, version
+
+
+def register(
+    run_id: str, package: Path, example_wav: bytes, params: Params, metadata: dict[str, Any]
+) -> str:
+    """Log the pyfunc model and register a version tagged with its metrics and data."""
+    from kws.registry import Registry, log_pyfunc
+
+    model_uri = log_pyfunc(run_id, package, example_wav)
+    tags = {
+        "data_hash": str(metadata["data_hash"]),
+        "git_commit": str(metadata["git_commit"]),
+        "params_hash": str(metadata["params_hash"]),
+        "architecture": str(metadata.get("architecture", params.model.architecture)),
+        **{k: str(v) for k, v in metadata["metrics"].items()},
+    }
+    return Registry(params.registry.model_name).register(model_uri, tags)

@@ -103,6 +103,16 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
+class RegistryParams:
+    """MLflow experiment, registered model and promotion gate."""
+
+    experiment: str = "kws"
+    model_name: str = "kws"
+    register: bool = True  # kws export registers a version (alias challenger)
+    gate_margin: float = 0.01  # accuracy the challenger must gain to replace the champion
+
+
+@dataclass(frozen=True)
 class PathParams:
     """Where each stage writes (relative to the project folder)."""
 
@@ -125,6 +135,7 @@ class Params:
     augment: AugmentParams = field(default_factory=AugmentParams)
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
+    registry: RegistryParams = field(default_factory=RegistryParams)
     paths: PathParams = field(default_factory=PathParams)
 
     def to_dict(self) -> dict[str, Any]:

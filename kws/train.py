@@ -231,21 +231,40 @@ def load_training(model_dir: Path) -> TrainResult:
     )
 
 
-def run(params: Params, callbacks: Sequence[Any] = ()) -> TrainResult:
-    """Train on the prepared data and save the model to paths.model."""
+def run(params: Params, callbacks: Sequence[Any] = (), run_name: str | None = None) -> TrainResult:
+    """Train on the prepared data, save the model to paths.model, track it in MLflow."""
+    from kws import tracking
     from kws.data import DATA_INFO
     from kws.evaluate import plot_training_curves
     from kws.features import run as featurize
 
     features = featurize(params)
     info = json.loads((Path(params.paths.prepared) / DATA_INFO).read_text())
-    result = train(
-        features, info["labels"], params, callbacks, cache_dir=Path(params.paths.cache) / "clips"
-    )
-    save_training(result, Path(params.paths.model))
-    reports = Path(params.paths.reports)
-    plot_training_curves(result.history, reports / "training_curves.png")
-    write_history_csv(result.history, reports / "history.csv")
+    model_dir, reports = Path(params.paths.model), Path(params.paths.reports)
+    with tracking.training_run(
+        params, info["data_hash"], params.registry.experiment, run_name
+    ) as mlrun:
+        result = train(
+            features,
+            info["labels"],
+            params,
+            [mlrun.epoch_callback(), *callbacks],
+            cache_dir=Path(params.paths.cache) / "clips",
+        )
+        save_training(result, model_dir)
+        tracking.save_run_id(mlrun.run_id, model_dir)
+        plot_training_curves(result.history, reports / "training_curves.png")
+        write_history_csv(result.history, reports / "history.csv")
+        mlrun.log_metrics(
+            {
+                "train_seconds": result.seconds,
+                "best_epoch": result.best_epoch,
+                "parameters": result.model.count_params(),
+            }
+        )
+        for name in ("training_curves.png", "history.csv"):
+            mlrun.log_artifact(reports / name, "reports")
+        mlrun.log_artifact(model_dir / HISTORY_FILE, "reports")
     return result
 
 

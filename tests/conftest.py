@@ -24,15 +24,31 @@ def fsdd_dir() -> Path:
     return SHARED_FSDD
 
 
-def run_kws(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run the real `kws` console script in a project folder."""
+def run_kws(
+    project: Path,
+    *args: str,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `kws` console script in a project folder (env: extra variables)."""
     kws = Path(sys.executable).with_name("kws")
     proc = subprocess.run(
-        [str(kws), *args], cwd=project, capture_output=True, text=True, timeout=600
+        [str(kws), *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**hermetic_environment(), **(env or {})},
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"kws {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
+
+
+def hermetic_environment() -> dict[str, str]:
+    """The test process's environment without a tracking server it may have picked up."""
+    return {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
 
 
 @pytest.fixture(scope="session")
