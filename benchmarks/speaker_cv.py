@@ -1,0 +1,133 @@
+"""Unseen-speaker accuracy of a configuration, plus its training time, size and latency.
+
+1. Leave-one-speaker-out CV over the FSDD mirror (`kws.evaluate.cross_validate`).
+2. Full training of the same configuration on the default split (train/val/test speakers),
+   timed, exported to TFLite: parameters, file size, latency per 1 s clip at batch 1.
+
+Usage (from the repo root):
+  KWS_FSDD_SOURCE=../shared/data/fsdd python benchmarks/speaker_cv.py [--overlay FILE]
+      [--set key=value ...] [--name NAME] [--speaker S ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import RESULTS, record
+
+from kws.cli import resolve_params
+from kws.data import prepare
+from kws.evaluate import classification_metrics, cross_validate
+from kws.export import export_package
+from kws.features import featurize
+from kws.inference import Predictor
+from kws.params import Params, PathParams
+from kws.train import encode, train
+
+
+def tflite_latency_ms(package: Path, runs: int = 500) -> dict[str, float]:
+    """Median and p99 of one TFLite invoke on a 1 s clip's features, batch 1, 2 threads."""
+    predictor = Predictor.from_path(package, num_threads=2)
+    features = (
+        np.random.default_rng(0)
+        .standard_normal((1, predictor.features.n_frames, predictor.features.n_mels))
+        .astype(np.float32)
+    )
+    for _ in range(20):
+        predictor.probabilities(features)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        predictor.probabilities(features)
+        times.append((time.perf_counter() - start) * 1000)
+    return {
+        "median": round(float(np.median(times)), 3),
+        "p99": round(float(np.percentile(times, 99)), 3),
+    }
+
+
+def full_training(params: Params, tmp: Path) -> dict[str, object]:
+    """Train on the default split from scratch (features included), export, measure."""
+    start = time.perf_counter()
+    samples, info = prepare(params)
+    features = featurize(samples, params.features)
+    result = train(features, info["labels"], params, cache_dir=tmp / "clips")
+    wall = time.perf_counter() - start
+    x_test, y_test = features.split("test")
+    probs = result.model.predict(x_test[..., None], verbose=0)
+    metrics = classification_metrics(
+        encode(y_test, info["labels"]), probs.argmax(axis=1), info["labels"]
+    )
+    package = export_package(result.model, info["labels"], params.features, {}, tmp / "package")
+    return {
+        "full_train_wall_seconds": round(wall, 1),
+        "fit_seconds": round(result.seconds, 1),
+        "heldout_speaker": info["speakers"]["test"],
+        "heldout_accuracy": round(metrics["accuracy"], 4),
+        "parameters": int(result.model.count_params()),
+        "tflite_bytes": (package / "model.tflite").stat().st_size,
+        "tflite_latency_ms": tflite_latency_ms(package),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--overlay", type=Path, action="append", default=[])
+    parser.add_argument("--set", dest="sets", action="append", default=[])
+    parser.add_argument("--speaker", action="append", default=[])
+    parser.add_argument("--name", default="speaker_cv")
+    parser.add_argument("--skip-full", action="store_true", help="only the CV")
+    args = parser.parse_args()
+    params = resolve_params(args.params, args.sets, args.overlay)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = PathParams(**{k: str(Path(tmp) / v) for k, v in PathParams().__dict__.items()})
+        params = params.replace(paths=paths, registry={"register": False})
+        cv = cross_validate(params, args.speaker or None)
+        full = {} if args.skip_full else full_training(params, Path(tmp))
+    figures = {
+        "config": {
+            "overlays": [str(o) for o in args.overlay],
+            "sets": args.sets,
+            "params_hash": params.digest(),
+        },
+        **cv,
+        **full,
+    }
+    limits = ""
+    if full:
+        latency = full["tflite_latency_ms"]["median"]  # type: ignore[index]
+        limits = (
+            f"\n\nLimits: parameters {full['parameters']:,} (≤ 500,000), TFLite "
+            f"{full['tflite_bytes'] / 1e6:.2f} MB (≤ 2 MB), latency {latency} ms "
+            f"median (≤ 2 ms), full training {full['full_train_wall_seconds']} s "
+            f"(≤ 300 s)."
+        )
+    rows = "\n".join(
+        f"| {s} | {f['accuracy']:.4f} | {f['macro_f1']:.4f} | {f['train_seconds']} |"
+        for s, f in cv["folds"].items()
+    )
+    table = (
+        f"| held-out speaker | accuracy | macro-F1 | train s |\n|---|---|---|---|\n{rows}\n"
+        f"| **mean** | **{cv['mean_accuracy']:.4f}** | **{cv['mean_macro_f1']:.4f}** | |"
+        f"\n\nMinimum over speakers: {cv['min_accuracy']:.4f}.{limits}\n\n"
+        f"```json\n{json.dumps(figures, indent=2)}\n```"
+    )
+    record(args.name, figures, table)
+    print(table)
+    print(f"results in {RESULTS / (args.name + '.md')}")
+
+
+if __name__ == "__main__":
+    main()
