@@ -324,6 +324,60 @@ def experiments_run(
     typer.echo(table)
 
 
+@app.command()
+def tune(
+    params: Path = ParamsOption,
+    set_: list[str] = SetOption,
+    overlay: list[Path] = OverlayOption,
+    trials: int = typer.Option(8, min=1, help="Trials to run now (a study resumes)."),
+    storage: str = typer.Option("sqlite:///optuna.db", help="Optuna RDB storage URL."),
+    study_name: str = typer.Option("kws", help="Study name (same name = resume)."),
+    output: Path = typer.Option(
+        Path("pipelines/configs/params/tuned.yaml"), help="Best params overlay."
+    ),
+    plots: Path = typer.Option(Path("docs/results"), help="Where the Optuna plots go."),
+) -> None:
+    """Optuna search (seeded TPE, median pruning) over lr, dropout, width, n_mels, augmentation."""
+    from kws.data import MANIFEST, prepare
+    from kws.tune import tune as run_tune
+
+    p = resolve_params(params, set_, overlay)
+    if not (Path(p.paths.prepared) / MANIFEST).is_file():
+        prepare(p)
+    result = run_tune(
+        p, trials, storage, study_name, f"{p.registry.experiment}-tuning", output, plots
+    )
+    typer.echo(
+        f"study {result.study_name}: {result.n_trials} trials, best trial "
+        f"{result.best_trial} val accuracy {result.best_value:.4f} {result.best_params}"
+    )
+    typer.echo(f"best params overlay: {output} (kws train --overlay {output})")
+
+
+report_app = typer.Typer(help="Reports over tracked runs.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("compare")
+def report_compare(
+    storage: str = typer.Option("sqlite:///optuna.db", help="Optuna storage of the study."),
+    study_name: str = typer.Option("kws", help="Study whose best trial to include."),
+    output: Path = typer.Option(Path("docs/results/comparison.md"), help="Markdown (+ .csv)."),
+) -> None:
+    """One table of the baseline, the variations and the best Optuna trial."""
+    import shlex
+
+    from kws.experiments import comparison_rows, write_comparison
+
+    rows = comparison_rows(storage, study_name)
+    if not rows:
+        raise KwsError("nothing to compare yet: run `kws experiments run` and `kws tune`")
+    command = "kws " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    csv_path = write_comparison(rows, output, command)
+    typer.echo(output.read_text())
+    typer.echo(f"written {output} and {csv_path}")
+
+
 def main() -> None:
     """Entry point: expected errors become one line on stderr and exit code 1."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -139,16 +139,25 @@ class TrainingRun:
 
 @contextmanager
 def training_run(
-    params: Params, data_hash: str, experiment: str, run_name: str | None = None
+    params: Params,
+    data_hash: str,
+    experiment: str,
+    run_name: str | None = None,
+    parent_run_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> Iterator[TrainingRun]:
-    """Start a run with params and tags; mark it FAILED if the body raises, else FINISHED."""
+    """Start a run with params and tags; mark it FAILED if the body raises, else FINISHED.
+
+    With parent_run_id the run is nested under that run (MLflow's parentRunId tag).
+    """
     from mlflow.tracking import MlflowClient
 
     configure()
     client = MlflowClient()
-    run = client.create_run(
-        experiment_id(experiment), run_name=run_name, tags=run_tags(params, data_hash)
-    )
+    all_tags = {**run_tags(params, data_hash), **(tags or {})}
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(experiment_id(experiment), run_name=run_name, tags=all_tags)
     run_id = run.info.run_id
     log.info("MLflow run %s (%s)", run_id, tracking_uri())
     try:

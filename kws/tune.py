@@ -1,0 +1,252 @@
+"""Hyperparameter search with Optuna: seeded TPE, median pruning, resumable RDB storage.
+
+Each trial trains on the train split and is scored on the val split (a speaker the
+model never heard); the test speaker is only reported, never used to choose.
+Trials are MLflow runs nested under one parent run per study.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from kws.params import Params, params_from_dict
+
+log = logging.getLogger(__name__)
+DEFAULT_STORAGE = "sqlite:///optuna.db"
+PARENT_ATTR = "mlflow_parent_run_id"
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """Outcome of a study."""
+
+    study_name: str
+    best_trial: int
+    best_value: float
+    best_params: dict[str, Any]
+    n_trials: int
+    parent_run_id: str
+
+
+def suggest(trial: Any, base: Params) -> Params:
+    """Params of a trial: the search space around the base configuration."""
+    tree = base.to_dict()
+    tree["train"]["learning_rate"] = trial.suggest_float("learning_rate", 3e-4, 1e-2, log=True)
+    tree["model"]["dropout"] = trial.suggest_float("dropout", 0.0, 0.5)
+    tree["model"]["width"] = trial.suggest_categorical("width", [32, 64, 96])
+    tree["features"]["n_mels"] = trial.suggest_categorical("n_mels", [32, 40, 64])
+    strength = trial.suggest_float("augment_strength", 0.5, 1.5)
+    augment = tree["augment"]
+    for key in ("time_shift_ms", "speed", "gain_db", "freq_warp"):
+        augment[key] = round(augment[key] * strength, 4)
+    for key in ("freq_mask_width", "time_mask_width"):
+        augment[key] = max(1, round(augment[key] * strength))
+    return params_from_dict(tree, source=f"trial {trial.number}")
+
+
+def pruning_callback(trial: Any) -> Any:
+    """Keras callback: report val accuracy each epoch; stop training if Optuna prunes."""
+    import keras
+
+    class Pruning(keras.callbacks.Callback):
+        pruned = False
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            value = (logs or {}).get("val_accuracy")
+            if value is None:
+                return
+            trial.report(float(value), step=epoch + 1)
+            if trial.should_prune():
+                self.pruned = True
+                self.model.stop_training = True
+
+    return Pruning()
+
+
+def objective_factory(base: Params, experiment: str, parent_run_id: str) -> Any:
+    """The Optuna objective over the prepared data (features cached per n_mels)."""
+    import optuna
+
+    from kws import tracking
+    from kws.data import DATA_INFO, MANIFEST, read_manifest
+    from kws.evaluate import classification_metrics
+    from kws.features import featurize
+    from kws.train import encode, train
+
+    prepared = Path(base.paths.prepared)
+    samples = read_manifest(prepared / MANIFEST)
+    info = json.loads((prepared / DATA_INFO).read_text())
+    labels = info["labels"]
+
+    def objective(trial: optuna.Trial) -> float:
+        params = suggest(trial, base)
+        features = featurize(
+            samples, params.features, Path(params.paths.cache) / "features", info["data_hash"]
+        )
+        with tracking.training_run(
+            params,
+            info["data_hash"],
+            experiment,
+            run_name=f"trial-{trial.number}",
+            parent_run_id=parent_run_id,
+            tags={"optuna_trial": str(trial.number)},
+        ) as run:
+            pruner = pruning_callback(trial)
+            result = train(
+                features,
+                labels,
+                params,
+                [run.epoch_callback(), pruner],
+                cache_dir=Path(params.paths.cache) / "clips",
+            )
+            value = max(result.history["val_accuracy"])
+            x_test, y_test = features.split("test")
+            probs = result.model.predict(x_test[..., np.newaxis], verbose=0)
+            test = classification_metrics(encode(y_test, labels), probs.argmax(axis=1), labels)
+            run.log_metrics(
+                {
+                    "best_val_accuracy": value,
+                    "test_accuracy": test["accuracy"],
+                    "test_macro_f1": test["macro_f1"],
+                    "train_seconds": result.seconds,
+                }
+            )
+            run.client.set_tag(
+                run.run_id, "optuna_state", "PRUNED" if pruner.pruned else "COMPLETE"
+            )
+        trial.set_user_attr("mlflow_run_id", run.run_id)
+        trial.set_user_attr("test_accuracy", test["accuracy"])
+        trial.set_user_attr("test_macro_f1", test["macro_f1"])
+        trial.set_user_attr("train_seconds", result.seconds)
+        if pruner.pruned:
+            raise optuna.TrialPruned()
+        return value
+
+    return objective
+
+
+def tune(
+    params: Params,
+    n_trials: int,
+    storage: str,
+    study_name: str,
+    experiment: str,
+    best_params_file: Path,
+    plots_dir: Path,
+) -> TuneResult:
+    """Run (or resume) a study, then write the best params overlay and the plots."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    from kws import tracking
+
+    tracking.configure()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=storage,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=params.seed, n_startup_trials=4),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=3),
+    )
+    client = MlflowClient()
+    parent = study.user_attrs.get(PARENT_ATTR)
+    if parent is None:
+        parent = client.create_run(
+            tracking.experiment_id(experiment),
+            run_name=f"study-{study_name}",
+            tags={"optuna_study": study_name, "optuna_storage": storage},
+        )
+        parent = parent.info.run_id
+        study.set_user_attr(PARENT_ATTR, parent)
+    else:
+        client.update_run(parent, status="RUNNING")
+    try:
+        study.optimize(
+            objective_factory(params, experiment, parent),
+            n_trials=n_trials,
+            catch=(Exception,),
+            show_progress_bar=True,
+        )
+    finally:
+        client.set_terminated(parent, "FINISHED")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        from kws.errors import KwsError
+
+        raise KwsError(f"study {study_name!r} has no completed trial yet")
+    best = study.best_trial
+    write_best_params(params, best.params, best_params_file, study_name, best.number)
+    save_plots(study, plots_dir, client, parent)
+    client.log_metric(parent, "best_val_accuracy", float(best.value or 0.0))
+    client.log_artifact(parent, str(best_params_file))
+    client.set_tag(parent, "best_trial", str(best.number))
+    return TuneResult(
+        study_name,
+        best.number,
+        float(best.value or 0.0),
+        dict(best.params),
+        len(study.trials),
+        parent,
+    )
+
+
+def write_best_params(
+    base: Params, best: dict[str, Any], path: Path, study: str, number: int
+) -> None:
+    """The best trial as a params overlay (`kws train --overlay FILE`)."""
+
+    class _Trial:  # replays the best values through the same search space
+        def __init__(self) -> None:
+            self.number = number
+
+        def suggest_float(self, name: str, *args: Any, **kwargs: Any) -> Any:
+            return best[name]
+
+        suggest_categorical = suggest_float
+
+    tuned = suggest(_Trial(), base).to_dict()
+    overlay = {section: tuned[section] for section in ("features", "augment", "model", "train")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = (
+        f"# Best trial {number} of Optuna study {study!r} (written by `kws tune`).\n"
+        f"# Use: kws train --overlay {path}\n"
+    )
+    path.write_text(header + yaml.safe_dump(overlay, sort_keys=False))
+
+
+def save_plots(study: Any, folder: Path, client: Any, parent_run_id: str) -> list[Path]:
+    """Optimisation history and parameter importances as PNG, also logged to MLflow."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    plots: dict[str, Any] = {"optuna_history.png": ovm.plot_optimization_history}
+    if len([t for t in study.trials if t.value is not None]) >= 2:
+        plots["optuna_importance.png"] = ovm.plot_param_importances
+    for name, plot in plots.items():
+        try:
+            axes = plot(study)
+        except (ValueError, RuntimeError) as exc:  # e.g. importances of constant values
+            log.warning("no %s: %s", name, exc)
+            continue
+        figure: Any = axes.figure
+        figure.set_size_inches(8, 5)
+        figure.tight_layout()
+        figure.savefig(folder / name, dpi=100)
+        plt.close(figure)
+        client.log_artifact(parent_run_id, str(folder / name), "plots")
+        written.append(folder / name)
+    return written
