@@ -157,6 +157,18 @@ def _learning_rate(t: TrainParams, steps_per_epoch: int) -> Any:
     raise ParamsError(f"unknown train.lr_schedule {t.lr_schedule!r} (constant, cosine)")
 
 
+def background_noise(params: Params) -> list[np.ndarray]:
+    """Speech Commands' _background_noise_ recordings (16 kHz mono), when the data has them."""
+    from kws.audio import decode, resample
+
+    folder = Path(params.paths.raw) / "speech_commands" / "_background_noise_"
+    noises = []
+    for path in sorted(folder.glob("*.wav")) if params.data.source == "speech_commands" else []:
+        wave, rate = decode(path)
+        noises.append(resample(wave, rate, params.features.sample_rate))
+    return noises
+
+
 def _augmented_batches_class() -> type:
     import keras
 
@@ -170,7 +182,7 @@ def _augmented_batches_class() -> type:
             super().__init__()
             self.clips, self.y, self.batch_size = clips, y, batch_size
             self.fp = params.features
-            self.augmenter = Augmenter(params.augment, params.seed)
+            self.augmenter = Augmenter(params.augment, params.seed, background_noise(params))
             self.rng = np.random.default_rng(params.seed + 1)
             self._regenerate()
 

@@ -222,3 +222,14 @@ class serve_folder:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def test_speech_commands_background_noise_feeds_the_augmenter(tmp_path: Path) -> None:
+    from kws.train import background_noise
+
+    archive = make_speech_commands_archive(tmp_path / "speech_commands_v0.02.tar.gz")
+    params = project_params(tmp_path, source="speech_commands", speech_commands_source=str(archive))
+    prepare(params)
+    noises = background_noise(params)
+    assert len(noises) == 1 and noises[0].shape == (16000 * 20,)
+    assert background_noise(params.replace(data={"source": "fsdd"})) == []
