@@ -71,3 +71,27 @@ def test_report_compare_includes_the_best_trial(tuned_project: Path) -> None:
     assert "optuna best (trial" in table and "optuna best" in out.stdout
     csv = (tuned_project / "report/comparison.csv").read_text().splitlines()
     assert csv[0].startswith("run,test_accuracy,test_macro_f1,train_seconds")
+
+
+def test_failing_trials_are_recorded_as_failed_and_the_study_goes_on(tuned_project: Path) -> None:
+    import optuna
+
+    proc = run_kws(
+        tuned_project,
+        "tune",
+        "--trials",
+        "2",
+        "--study-name",
+        "broken",
+        "--set",
+        "model.architecture=bogus",
+        "--output",
+        "broken.yaml",
+        "--plots",
+        "plots",
+        check=False,
+    )
+    assert proc.returncode == 1 and "no completed trial" in proc.stderr
+    study = optuna.load_study(study_name="broken", storage=f"sqlite:///{tuned_project}/optuna.db")
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
+    assert not (tuned_project / "broken.yaml").exists()
