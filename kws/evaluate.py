@@ -231,6 +231,7 @@ def cross_validate(params: Params, speakers: Sequence[str] | None = None) -> dic
             "train_seconds": round(result.seconds, 1),
             "parameters": int(result.model.count_params()),
         }
+        log.info("held-out %s: accuracy %.4f, macro-F1 %.4f", speaker, m["accuracy"], m["macro_f1"])
     accuracies = [f["accuracy"] for f in folds.values()]
     return {
         "folds": folds,
