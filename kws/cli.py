@@ -39,6 +39,7 @@ ParamsOption = typer.Option(Path("params.yaml"), "--params", "-p", help="Paramet
 SetOption = typer.Option(
     None, "--set", "-s", help="Override a parameter, e.g. --set train.epochs=1 (repeatable)."
 )
+BASELINE_OVERLAY = Path("pipelines/configs/params/baseline.yaml")
 OverlayOption = typer.Option(
     None,
     "--overlay",
@@ -309,13 +310,14 @@ def experiments_run(
     variation: list[str] = typer.Option(None, help="Only these variations (repeatable)."),
     output: Path = typer.Option(Path("docs/results/experiments.md"), help="Markdown table."),
     workdir: Path = typer.Option(Path(".cache/kws/experiments"), help="Per-run outputs."),
+    baseline: Path = typer.Option(BASELINE_OVERLAY, help="Overlay defining the baseline (v1)."),
 ) -> None:
-    """Train the baseline and its variations; write and print the comparison table."""
+    """Train the baseline (v1 overlay) and its variations; write the comparison table."""
     import shlex
 
     from kws.experiments import VARIATIONS, markdown_table, run_experiments
 
-    p = resolve_params(params, set_, overlay)
+    p = resolve_params(params, set_, [baseline, *(overlay or [])])
     rows = run_experiments(p, variation or list(VARIATIONS), workdir)
     command = "kws " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     table = markdown_table(rows, command)

@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 GIT_ID = ["-c", "user.name=kws-proof", "-c", "user.email=kws-proof@localhost"]
-SUBSET = {"data.max_per_class": 3, "train.epochs": 1}
+SUBSET = {"data.max_per_class": 3, "data.synthetic_voices": 2, "train.epochs": 1}
 DOWNSTREAM_OF_TRAIN = {"train", "evaluate", "export"}
 
 

@@ -13,14 +13,8 @@ from kws.params import Params, PathParams, flatten, params_from_dict
 log = logging.getLogger(__name__)
 EXPERIMENT = "kws-experiments"
 
-# Each variation changes one thing of the baseline (v1), so differences are attributable.
-BASELINE: dict[str, Any] = {
-    "data": {"synthetic_voices": 0},
-    "features": {"normalize": "none"},
-    "augment": {"enabled": False},
-    "model": {"architecture": "cnn", "dropout": 0.25},
-    "train": {"lr_schedule": "constant", "label_smoothing": 0.0},
-}
+# Each variation changes one thing of the baseline (v1, an overlay file), so differences
+# are attributable.
 VARIATIONS: dict[str, dict[str, Any]] = {
     "baseline": {},
     "n_mels_64": {"features": {"n_mels": 64}},
@@ -45,10 +39,9 @@ class ExperimentRow:
 
 
 def variation_params(params: Params, name: str, root: Path) -> Params:
-    """Params of one variation: baseline + its change, own output folders, no registration."""
+    """Params of one variation (params = the baseline): its change, own folders, no registry."""
     tree = params.to_dict()
-    for change in (BASELINE, VARIATIONS[name]):
-        _deep_update(tree, change)
+    _deep_update(tree, VARIATIONS[name])
     run_dir = root / name
     paths = {k: str(run_dir / k) for k in ("features", "model", "package", "reports")}
     tree["paths"] = {**PathParams(**tree["paths"]).__dict__, **paths}

@@ -13,7 +13,7 @@ from tests.helpers import SHARED_FSDD, write_params
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-TINY = {"max_per_class": 4}
+TINY = {"max_per_class": 4, "synthetic_voices": 0}  # synthesis has its own tests
 
 
 @pytest.fixture(scope="session")

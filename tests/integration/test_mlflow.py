@@ -19,7 +19,7 @@ import pytest
 
 from kws.inference import Predictor
 from tests.conftest import TINY, run_kws
-from tests.helpers import write_params
+from tests.helpers import REPO, write_params
 
 pytestmark = pytest.mark.slow
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
@@ -332,6 +332,8 @@ def test_experiments_run_compares_variations_in_one_mlflow_experiment(
         "train.epochs=1",
         "--output",
         "reports/experiments.md",
+        "--baseline",
+        str(REPO / "pipelines/configs/params/baseline.yaml"),
     )
     table = (tiny_project / "reports/experiments.md").read_text()
     assert table == out.stdout.rstrip("\n") + "\n"
