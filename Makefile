@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 KWS := $(BIN)/kws
 EXTRAS ?= train,serve,dev
 
-.PHONY: system-deps setup lock test test-fast lint demo bench dvc-repro dvc-proof clean help
+.PHONY: system-deps setup lock test test-fast lint demo bench cv experiments tune dvc-repro dvc-proof clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -57,8 +57,18 @@ dvc-repro: setup  ## run the DVC pipeline (dvc.yaml) on the full dataset
 dvc-proof: setup  ## repro, push, clone, pull, reproduce; writes docs/proofs/dvc-push-pull.md
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m kws.dvc_proof --out docs/proofs/dvc-push-pull.md
 
-bench: setup  ## baseline benchmark on the whole FSDD mirror
-	$(BIN)/python benchmarks/train_baseline.py
+bench: setup  ## v1 baseline benchmark on the whole FSDD mirror
+	$(BIN)/python benchmarks/train_baseline.py --overlay pipelines/configs/params/baseline.yaml
+
+cv: setup  ## leave-one-speaker-out CV + training time, size, latency of params.yaml
+	$(BIN)/python benchmarks/speaker_cv.py
+
+experiments: setup  ## baseline + variations in one MLflow experiment -> docs/results/
+	$(KWS) experiments run
+
+tune: setup  ## Optuna study (resumable) and the comparison report -> docs/results/
+	$(KWS) tune --trials 8
+	$(KWS) report compare
 
 clean:  ## remove generated data, models and reports (not the venv)
 	rm -rf data models reports .cache

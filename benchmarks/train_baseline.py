@@ -1,6 +1,7 @@
 """Baseline on the whole FSDD mirror: wall time, feature throughput, held-out-speaker accuracy.
 
-Usage: KWS_FSDD_SOURCE=../shared/data/fsdd python benchmarks/train_baseline.py [--params FILE]
+Usage: KWS_FSDD_SOURCE=../shared/data/fsdd python benchmarks/train_baseline.py
+       --overlay pipelines/configs/params/baseline.yaml
 """
 
 from __future__ import annotations
@@ -17,19 +18,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import record
 
+from kws.cli import resolve_params
 from kws.data import prepare
 from kws.evaluate import classification_metrics
 from kws.features import featurize
-from kws.params import PathParams, load_params
+from kws.params import PathParams
 from kws.train import encode, train
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--overlay", type=Path, action="append", default=[])
     parser.add_argument("--name", default="train_baseline")
     args = parser.parse_args()
-    params = load_params(args.params)
+    params = resolve_params(args.params, None, args.overlay)
     with tempfile.TemporaryDirectory() as tmp:
         paths = PathParams(**{k: str(Path(tmp) / v) for k, v in PathParams().__dict__.items()})
         params = params.replace(paths=paths)
@@ -39,7 +42,7 @@ def main() -> None:
         t0 = time.perf_counter()
         features = featurize(samples, params.features)  # no cache: measure extraction
         t_features = time.perf_counter() - t0
-        result = train(features, info["labels"], params)
+        result = train(features, info["labels"], params, cache_dir=Path(tmp) / "clips")
         x_test, y_test = features.split("test")
         probs = result.model.predict(x_test[..., None], verbose=0)
         metrics = classification_metrics(
