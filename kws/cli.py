@@ -340,12 +340,13 @@ def tune(
     plots: Path = typer.Option(Path("docs/results"), help="Where the Optuna plots go."),
 ) -> None:
     """Optuna search (seeded TPE, median pruning) over lr, dropout, width, n_mels, augmentation."""
-    from kws.data import MANIFEST, prepare
+    from kws.data import prepare
     from kws.tune import tune as run_tune
 
     p = resolve_params(params, set_, overlay)
-    if not (Path(p.paths.prepared) / MANIFEST).is_file():
-        prepare(p)
+    # the study's own copy of the prepared data: --set data.* must not touch data/prepared
+    p = p.replace(paths={"prepared": str(Path(p.paths.cache) / "tune" / study_name)})
+    prepare(p)
     result = run_tune(
         p, trials, storage, study_name, f"{p.registry.experiment}-tuning", output, plots
     )

@@ -44,6 +44,7 @@ def variation_params(params: Params, name: str, root: Path) -> Params:
     _deep_update(tree, VARIATIONS[name])
     run_dir = root / name
     paths = {k: str(run_dir / k) for k in ("features", "model", "package", "reports")}
+    paths["prepared"] = str(root / "prepared")  # same data for every variation
     tree["paths"] = {**PathParams(**tree["paths"]).__dict__, **paths}
     tree["registry"] = {**tree["registry"], "experiment": EXPERIMENT, "register": False}
     return params_from_dict(tree, source=f"variation {name}")
@@ -52,15 +53,14 @@ def variation_params(params: Params, name: str, root: Path) -> Params:
 def run_experiments(params: Params, names: list[str], root: Path) -> list[ExperimentRow]:
     """Train and evaluate each variation on the same prepared data; return the table rows."""
     from kws import evaluate, train
-    from kws.data import MANIFEST, prepare
+    from kws.data import prepare
 
-    if not (Path(params.paths.prepared) / MANIFEST).is_file():
-        prepare(params)
     unknown = sorted(set(names) - set(VARIATIONS))
     if unknown:
         from kws.errors import ParamsError
 
         raise ParamsError(f"unknown variation(s) {unknown} (choose from {', '.join(VARIATIONS)})")
+    prepare(variation_params(params, names[0], root))  # the baseline's data, shared
     rows = []
     for name in names:
         p = variation_params(params, name, root)
