@@ -50,6 +50,7 @@ demo: setup  ## data -> features -> train -> evaluate -> export -> predict
 	$(KWS) export
 	@sample=$$(awk -F, '$$4=="test" {print $$1; exit}' data/prepared/manifest.csv); \
 	  echo "kws predict $$sample"; $(KWS) predict "$$sample"
+	$(KWS) registry list
 
 dvc-repro: setup  ## run the DVC pipeline (dvc.yaml) on the full dataset
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
