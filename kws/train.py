@@ -8,6 +8,7 @@ import os
 import random
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,7 +135,11 @@ def train(
             ),
         )
     start = time.perf_counter()
-    fit = model.fit(data, epochs=t.epochs, callbacks=extra, verbose=0, **fit_args)
+    try:
+        fit = model.fit(data, epochs=t.epochs, callbacks=extra, verbose=0, **fit_args)
+    finally:
+        if hasattr(data, "close"):
+            data.close()
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     monitored = history.get("val_accuracy") or history["accuracy"]
     best = int(np.argmax(monitored)) + 1 if len(x_val) else len(monitored)
@@ -184,14 +189,23 @@ def _augmented_batches_class() -> type:
             self.fp = params.features
             self.augmenter = Augmenter(params.augment, params.seed, background_noise(params))
             self.rng = np.random.default_rng(params.seed + 1)
-            self._regenerate()
+            self.x, self.order = self._make_epoch()
+            # the next epoch is augmented in a thread while Keras trains on this one;
+            # epochs are still made one after the other, so runs stay reproducible
+            self._pool = ThreadPoolExecutor(max_workers=1)
+            self._next = self._pool.submit(self._make_epoch)
 
-        def _regenerate(self) -> None:
+        def _make_epoch(self) -> tuple[np.ndarray, np.ndarray]:
             aug, rate = self.augmenter, self.fp.sample_rate
             waves = np.stack([aug.waveform(clip, rate) for clip in self.clips])
             feats = log_mel_batch(waves, self.fp)
-            self.x = np.stack([aug.spectrogram(f) for f in feats])[..., np.newaxis]
-            self.order = self.rng.permutation(len(self.clips))
+            x = np.stack([aug.spectrogram(f) for f in feats])[..., np.newaxis]
+            return x, self.rng.permutation(len(self.clips))
+
+        def close(self) -> None:
+            """Stop preparing epochs nobody will train on."""
+            self._next.cancel()
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
         def __len__(self) -> int:
             return int(np.ceil(len(self.clips) / self.batch_size))
@@ -201,7 +215,8 @@ def _augmented_batches_class() -> type:
             return self.x[rows], self.y[rows]
 
         def on_epoch_end(self) -> None:
-            self._regenerate()
+            self.x, self.order = self._next.result()
+            self._next = self._pool.submit(self._make_epoch)
 
     return _AugmentedBatches
 
