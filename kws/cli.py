@@ -348,7 +348,14 @@ def tune(
     p = p.replace(paths={"prepared": str(Path(p.paths.cache) / "tune" / study_name)})
     prepare(p)
     result = run_tune(
-        p, trials, storage, study_name, f"{p.registry.experiment}-tuning", output, plots
+        p,
+        trials,
+        storage,
+        study_name,
+        f"{p.registry.experiment}-tuning",
+        output,
+        plots,
+        command=_command_line(),
     )
     typer.echo(
         f"study {result.study_name}: {result.n_trials} trials, best trial "
@@ -370,15 +377,21 @@ def report_compare(
     """One table of the baseline, the variations and the best Optuna trial."""
     import shlex
 
-    from kws.experiments import comparison_rows, write_comparison
+    from kws.experiments import comparison_rows, study_commands, write_comparison
 
     rows = comparison_rows(storage, study_name)
     if not rows:
         raise KwsError("nothing to compare yet: run `kws experiments run` and `kws tune`")
     command = "kws " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    csv_path = write_comparison(rows, output, command)
+    csv_path = write_comparison(rows, output, command, study_commands(storage, study_name))
     typer.echo(output.read_text())
     typer.echo(f"written {output} and {csv_path}")
+
+
+def _command_line() -> str:
+    import shlex
+
+    return "kws " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
 def main() -> None:

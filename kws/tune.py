@@ -140,6 +140,7 @@ def tune(
     experiment: str,
     best_params_file: Path,
     plots_dir: Path,
+    command: str = "",
 ) -> TuneResult:
     """Run (or resume) a study, then write the best params overlay and the plots."""
     import optuna
@@ -157,6 +158,8 @@ def tune(
         sampler=optuna.samplers.TPESampler(seed=params.seed, n_startup_trials=4),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=3),
     )
+    if command:  # every invocation that added trials, for the reports
+        study.set_user_attr("commands", [*study.user_attrs.get("commands", []), command])
     client = MlflowClient()
     parent = study.user_attrs.get(PARENT_ATTR)
     if parent is None:

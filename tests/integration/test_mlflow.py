@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from kws.inference import Predictor
+from kws.params import load_params
 from tests.conftest import TINY, run_kws
 from tests.helpers import REPO, write_params
 
@@ -121,7 +122,10 @@ def test_a_training_run_records_params_metrics_artifacts_and_tags(project: Path,
     run = client.get_run(run_of(project))
     assert run.info.status == "FINISHED"
     assert run.data.params["train.epochs"] == "3"
-    assert run.data.params["model.architecture"] == "cnn"
+    assert (
+        run.data.params["model.architecture"]
+        == load_params(project / "params.yaml").model.architecture
+    )
     assert run.data.params["features.n_mels"] == "40"
     history = client.get_metric_history(run.info.run_id, "val_accuracy")
     assert [m.step for m in history] == [1, 2, 3]

@@ -32,6 +32,8 @@ def test_a_resumed_study_has_all_trials_in_its_storage(tuned_project: Path) -> N
     assert [t.number for t in study.trials] == [0, 1, 2]
     assert all(t.state.is_finished() for t in study.trials)
     assert study.user_attrs["mlflow_parent_run_id"]
+    commands = study.user_attrs["commands"]
+    assert len(commands) == 2 and commands[0].startswith("kws tune --trials 2")
 
 
 def test_trials_are_mlflow_runs_nested_under_one_study_run(
