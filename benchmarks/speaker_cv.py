@@ -26,13 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, record
 
-from kws.cli import resolve_params
 from kws.data import prepare
 from kws.evaluate import classification_metrics, cross_validate
 from kws.export import export_package
 from kws.features import featurize
 from kws.inference import Predictor
-from kws.params import Params, PathParams
+from kws.params import Params, PathParams, resolve_params
 from kws.train import encode, train
 
 

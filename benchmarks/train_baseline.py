@@ -18,11 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import record
 
-from kws.cli import resolve_params
 from kws.data import prepare
 from kws.evaluate import classification_metrics
 from kws.features import featurize
-from kws.params import PathParams
+from kws.params import PathParams, resolve_params
 from kws.train import encode, train
 
 

@@ -12,10 +12,9 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 
 import typer
-import yaml
 
 from kws.errors import KwsError, ParamsError
-from kws.params import Params, load_params, params_from_dict
+from kws.params import resolve_params
 
 app = typer.Typer(
     help="Keyword spotting: data, features, training, evaluation, export and prediction.",
@@ -46,54 +45,6 @@ OverlayOption = typer.Option(
     "-o",
     help="Partial params YAML merged over --params, e.g. pipelines/configs/params/baseline.yaml.",
 )
-
-
-def resolve_params(
-    path: Path, overrides: list[str] | None, overlays: list[Path] | None = None
-) -> Params:
-    """Load params, merge overlay files (partial params YAML), then `key=value` overrides."""
-    params = load_params(path)
-    if not overrides and not overlays:
-        return params
-    tree: dict[str, Any] = params.to_dict()
-    for overlay in overlays or []:
-        _merge(tree, _read_overlay(overlay), str(overlay))
-    for item in overrides or []:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ParamsError(f"--set expects key=value, got {item!r}")
-        node = tree
-        *parents, leaf = key.split(".")
-        for part in parents:
-            if not isinstance(node.get(part), dict):
-                raise ParamsError(f"--set: unknown parameter {key!r}")
-            node = node[part]
-        if leaf not in node:
-            raise ParamsError(f"--set: unknown parameter {key!r}")
-        node[leaf] = yaml.safe_load(raw)
-    return params_from_dict(tree, source="params (with --set)")
-
-
-def _read_overlay(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ParamsError(f"overlay not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ParamsError(f"{path} must hold a mapping")
-    return data
-
-
-def _merge(tree: dict[str, Any], overlay: dict[str, Any], where: str) -> None:
-    for key, value in overlay.items():
-        if key not in tree:
-            raise ParamsError(f"{where}: unknown parameter {key!r}")
-        if isinstance(value, dict) and isinstance(tree[key], dict):
-            _merge(tree[key], value, f"{where}:{key}")
-        else:
-            tree[key] = value
 
 
 @data_app.command("fetch")

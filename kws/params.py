@@ -174,18 +174,58 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def load_params(path: str | Path = DEFAULT_PARAMS_FILE) -> Params:
-    """Read and validate a params file."""
-    path = Path(path)
+def read_yaml_mapping(path: Path, what: str = "params file") -> dict[str, Any]:
+    """A YAML file holding a mapping, or a one-line ParamsError."""
     if not path.is_file():
-        raise ParamsError(f"params file not found: {path}")
+        raise ParamsError(f"{what} not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
+    if not isinstance(data, dict):
         raise ParamsError(f"{path} must hold a mapping at the top level")
-    return params_from_dict(raw, source=str(path))
+    return data
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS_FILE) -> Params:
+    """Read and validate a params file."""
+    return params_from_dict(read_yaml_mapping(Path(path)), source=str(path))
+
+
+def resolve_params(
+    path: Path, overrides: list[str] | None, overlays: list[Path] | None = None
+) -> Params:
+    """Load params, merge overlay files (partial params YAML), then `key=value` overrides."""
+    params = load_params(path)
+    if not overrides and not overlays:
+        return params
+    tree: dict[str, Any] = params.to_dict()
+    for overlay in overlays or []:
+        _merge(tree, read_yaml_mapping(overlay, "overlay"), str(overlay))
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ParamsError(f"--set expects key=value, got {item!r}")
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ParamsError(f"--set: unknown parameter {key!r}")
+            node = node[part]
+        if leaf not in node:
+            raise ParamsError(f"--set: unknown parameter {key!r}")
+        node[leaf] = yaml.safe_load(raw)
+    return params_from_dict(tree, source="params (with --set)")
+
+
+def _merge(tree: dict[str, Any], overlay: dict[str, Any], where: str) -> None:
+    for key, value in overlay.items():
+        if key not in tree:
+            raise ParamsError(f"{where}: unknown parameter {key!r}")
+        if isinstance(value, dict) and isinstance(tree[key], dict):
+            _merge(tree[key], value, f"{where}:{key}")
+        else:
+            tree[key] = value
 
 
 def params_from_dict(raw: dict[str, Any], source: str = "params") -> Params:

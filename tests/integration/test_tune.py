@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kws.cli import resolve_params
+from kws.params import resolve_params
 from tests.conftest import TINY, run_kws
 from tests.helpers import write_params
 

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from kws.cli import resolve_params
 from kws.errors import ParamsError
-from kws.params import load_params
+from kws.params import load_params, resolve_params
 from tests.helpers import REPO
 
 
