@@ -175,6 +175,44 @@ def predict(
         typer.echo(f"{prediction.label}\t{prediction.confidence:.3f}")
 
 
+@app.command()
+def serve(
+    model: str = typer.Option(
+        "models:/kws@champion",
+        envvar="KWS_MODEL_URI",
+        help="Package folder, models:/kws@champion, models:/kws/3 or s3://... (env KWS_MODEL_URI).",
+    ),
+    port: int = typer.Option(8080, envvar="KWS_PORT", help="HTTP port."),
+    name: str = typer.Option("kws", help="Model name in the V1/V2 routes."),
+    max_upload: int = typer.Option(1 << 20, min=1024, help="Upload limit of /predict (bytes)."),
+    max_seconds: float = typer.Option(10.0, min=0.1, help="Longest audio accepted (seconds)."),
+    poll: float = typer.Option(
+        30.0,
+        envvar="KWS_POLL_SECONDS",
+        min=0,
+        help="Seconds between registry alias checks (0: off).",
+    ),
+    access_log: bool = typer.Option(False, help="Log every request (metrics count them anyway)."),
+    threads: int = typer.Option(1, min=1, help="TFLite threads per inference."),
+) -> None:
+    """Serve a model with KServe's ModelServer: /predict, V1, V2, /metrics (Ctrl-C stops)."""
+    from kws.serving.server import ServeSettings
+    from kws.serving.server import serve as run_server
+
+    run_server(
+        ServeSettings(
+            model_uri=model,
+            name=name,
+            port=port,
+            max_upload_bytes=max_upload,
+            max_seconds=max_seconds,
+            poll_seconds=poll,
+            access_log=access_log,
+            num_threads=threads,
+        )
+    )
+
+
 def _registry(params: Path, set_: list[str] | None, overlay: list[Path] | None) -> Any:
     from kws.registry import Registry
 

@@ -37,6 +37,17 @@ def _quiet_native_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+def serve_single_threaded() -> None:
+    """For serving processes: one BLAS thread per request.
+
+    A clip's features are a few small matrix products; OpenBLAS worker threads only spin
+    against each other and the server (a 0.03 ms product took 0.7 ms with 2 threads).
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 @dataclass(frozen=True)
 class Prediction:
     """What the model says about one clip."""

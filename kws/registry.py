@@ -33,6 +33,9 @@ class KwsPyfunc(PythonModel):
 
     def load_context(self, context: Any) -> None:
         """Load the model package shipped as an artifact."""
+        from kws.inference import serve_single_threaded
+
+        serve_single_threaded()
         self.predictor = Predictor.from_path(context.artifacts["package"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:

@@ -1,0 +1,356 @@
+"""Serving benchmark: kws serve (/predict, V2 infer, no-op floor) vs `mlflow models serve`.
+
+Both servers serve the same registered version, one worker each, on this machine; load comes
+from wrk (Debian package `wrk`), a C load generator, so the client costs little CPU. Reports
+p50/p99 latency and throughput at concurrency 1 and 8, and the kws server's resident memory
+after warm-up and after 10,000 /predict requests.
+
+    python benchmarks/serve.py                       # the champion of ./mlflow.db
+    python benchmarks/serve.py --model models:/kws/2 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import record
+
+BIN = Path(sys.executable).parent
+MEMORY_REQUESTS = 10_000
+TARGETS = {"p50_ms_c1": 10.0, "vs_mlflow": 5.0, "vs_floor": 0.5, "memory_growth": 0.10}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(command: list[str], ready_url: str, log: Path, env: dict[str, str]) -> subprocess.Popen:
+    """Start a server and wait until ready_url answers 200."""
+    process = subprocess.Popen(
+        command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{command[0]} exited; its log:\n{log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(ready_url, timeout=2) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit(f"{ready_url} did not answer within 180 s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def lua_script(folder: Path, name: str, method: str, body: bytes, headers: dict[str, str]) -> Path:
+    """A wrk script sending one fixed request."""
+    body_file = folder / f"{name}.body"
+    body_file.write_bytes(body)
+    lines = [f'wrk.method = "{method}"']
+    if body:
+        lines += [
+            f'local f = io.open("{body_file}", "rb")',
+            "wrk.body = f:read('*a')",
+            "f:close()",
+        ]
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+    script = folder / f"{name}.lua"
+    script.write_text("\n".join(lines) + "\n")
+    return script
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def wrk(url: str, script: Path, concurrency: int, seconds: int) -> dict[str, float]:
+    """Run wrk; return p50/p99 (ms), requests/s, request count and errors."""
+    threads = min(concurrency, 2)
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{concurrency}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    def latency(pct: str) -> float:
+        match = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
+        if match is None:
+            raise RuntimeError(f"wrk printed no {pct}% latency:\n{out}")
+        return float(match[1]) * _UNITS[match[2]]
+
+    requests = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "p50_ms": round(latency("50"), 3),
+        "p99_ms": round(latency("99"), 3),
+        "rps": round(float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]), 1),  # type: ignore[index]
+        "requests": requests,
+        "errors": int(errors[1]) if errors else 0,
+        "socket_errors": socket_errors[1].strip() if socket_errors else "",
+    }
+
+
+def v2_binary_body(wav: bytes) -> tuple[bytes, int]:
+    """An Open Inference Protocol request carrying the WAV as a binary BYTES tensor."""
+    tensor = len(wav).to_bytes(4, "little") + wav
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "audio",
+                    "datatype": "BYTES",
+                    "shape": [1],
+                    "parameters": {"binary_data_size": len(tensor)},
+                }
+            ]
+        }
+    ).encode()
+    return header + tensor, len(header)
+
+
+def check_once(url: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+    """One request before the load, so a broken route fails loudly instead of timing errors."""
+    request = urllib.request.Request(url, data=body or None, headers=headers)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="models:/kws@champion", help="registry URI to serve")
+    parser.add_argument("--wav", type=Path, default=None, help="request WAV (default: FSDD)")
+    parser.add_argument("--seconds", type=int, default=10, help="per measurement")
+    parser.add_argument("--name", default="serve", help="results file name")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("error: this benchmark needs wrk (apt-get install wrk)")
+
+    from kws.serving.source import parse_registry_uri, registry_version
+    from kws.tracking import configure
+
+    tracking = configure()
+    parsed = parse_registry_uri(args.model)
+    if parsed is None:
+        raise SystemExit("error: --model must be a registry URI (models:/kws@champion)")
+    version = registry_version(args.model)
+    pinned = f"models:/{parsed[0]}/{version}"
+    wav_path = (
+        args.wav
+        or Path(__file__).resolve().parents[2] / "shared/data/fsdd/recordings/3_jackson_0.wav"
+    )
+    wav = wav_path.read_bytes()
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+    }
+
+    with tempfile.TemporaryDirectory(prefix="kws-bench-serve-") as scratch:
+        folder = Path(scratch)
+        kws_port, mlflow_port = free_port(), free_port()
+        kws = start(
+            [str(BIN / "kws"), "serve", "--model", pinned, "--port", str(kws_port), "--poll", "0"],
+            f"http://127.0.0.1:{kws_port}/v2/health/ready",
+            folder / "kws.log",
+            env,
+        )
+        mlflow = start(
+            [
+                str(BIN / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                pinned,
+                "--env-manager",
+                "local",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+                "--workers",
+                "1",
+            ],
+            f"http://127.0.0.1:{mlflow_port}/ping",
+            folder / "mlflow.log",
+            env,
+        )
+        try:
+            kws_url, mlflow_url = f"http://127.0.0.1:{kws_port}", f"http://127.0.0.1:{mlflow_port}"
+            v2_body, v2_json = v2_binary_body(wav)
+            mlflow_body = json.dumps(
+                {
+                    "dataframe_split": {
+                        "columns": ["audio"],
+                        "data": [[base64.b64encode(wav).decode()]],
+                    }
+                }
+            ).encode()
+            targets = {
+                "kws /predict": (f"{kws_url}/predict", "POST", wav, {"Content-Type": "audio/wav"}),
+                "kws V2 infer": (
+                    f"{kws_url}/v2/models/kws/infer",
+                    "POST",
+                    v2_body,
+                    {
+                        "Content-Type": "application/octet-stream",
+                        "Inference-Header-Content-Length": str(v2_json),
+                    },
+                ),
+                "kws no-op floor": (f"{kws_url}/noop", "GET", b"", {}),
+                "mlflow /invocations": (
+                    f"{mlflow_url}/invocations",
+                    "POST",
+                    mlflow_body,
+                    {"Content-Type": "application/json"},
+                ),
+            }
+            labels = {}
+            for name, (url, _, body, headers) in targets.items():
+                answer = check_once(url, body, headers)
+                labels[name] = (
+                    answer.get("label") or answer.get("predictions") or answer.get("outputs")
+                )
+            scripts = {
+                name: lua_script(folder, f"s{i}", method, body, headers)
+                for i, (name, (_, method, body, headers)) in enumerate(targets.items())
+            }
+            warm = wrk(targets["kws /predict"][0], scripts["kws /predict"], 1, 2)
+            rss_warm = rss_mb(kws.pid)
+            predict_requests = warm["requests"]
+            rows = []
+            for concurrency in (1, 8):
+                for name, script in scripts.items():
+                    result = wrk(targets[name][0], script, concurrency, args.seconds)
+                    rows.append({"target": name, "concurrency": concurrency, **result})
+                    if name == "kws /predict":
+                        predict_requests += result["requests"]
+                    print(f"{name:22s} c={concurrency}: {result}", flush=True)
+            while predict_requests < MEMORY_REQUESTS:
+                extra = wrk(targets["kws /predict"][0], scripts["kws /predict"], 8, 5)
+                predict_requests += extra["requests"]
+            rss_after = rss_mb(kws.pid)
+        finally:
+            stop(kws)
+            stop(mlflow)
+
+    result = summarise(rows, rss_warm, rss_after, predict_requests, pinned, wav_path, args)
+    record(args.name, result, markdown(result))
+    print(markdown(result))
+
+
+def summarise(
+    rows: list[dict[str, Any]],
+    rss_warm: float,
+    rss_after: float,
+    n: int,
+    model: str,
+    wav: Path,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Ratios against the targets."""
+    by = {(r["target"], r["concurrency"]): r for r in rows}
+    checks = {
+        "predict_p50_ms_c1": by[("kws /predict", 1)]["p50_ms"],
+        "v2_p50_ms_c1": by[("kws V2 infer", 1)]["p50_ms"],
+        "predict_vs_mlflow_c8": round(
+            by[("kws /predict", 8)]["rps"] / by[("mlflow /invocations", 8)]["rps"], 2
+        ),
+        "predict_vs_floor_c8": round(
+            by[("kws /predict", 8)]["rps"] / by[("kws no-op floor", 8)]["rps"], 3
+        ),
+        "predict_vs_mlflow_c1": round(
+            by[("kws /predict", 1)]["rps"] / by[("mlflow /invocations", 1)]["rps"], 2
+        ),
+        "predict_vs_floor_c1": round(
+            by[("kws /predict", 1)]["rps"] / by[("kws no-op floor", 1)]["rps"], 3
+        ),
+        "rss_mb_warm": round(rss_warm, 1),
+        "rss_mb_after": round(rss_after, 1),
+        "rss_growth": round(rss_after / rss_warm - 1, 4),
+        "predict_requests_before_rss": n,
+    }
+    passed = {
+        "p50 <= 10 ms at c=1": checks["predict_p50_ms_c1"] <= TARGETS["p50_ms_c1"],
+        ">= 5x mlflow throughput (c=8)": checks["predict_vs_mlflow_c8"] >= TARGETS["vs_mlflow"],
+        ">= 50% of the no-op floor (c=8)": checks["predict_vs_floor_c8"] >= TARGETS["vs_floor"],
+        "RSS growth <= 10% after 10k requests": checks["rss_growth"] <= TARGETS["memory_growth"],
+    }
+    return {
+        "model": model,
+        "wav": wav.name,
+        "seconds": args.seconds,
+        "rows": rows,
+        "checks": checks,
+        "targets_met": passed,
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The results table."""
+    lines = [
+        f"Model `{result['model']}`, request WAV `{result['wav']}`, {result['seconds']} s per "
+        "measurement, load from wrk on the same machine, one server worker each.",
+        "",
+        "| target | concurrency | p50 ms | p99 ms | req/s | requests | errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        errors = f"{r['errors']} {r['socket_errors']}".strip()
+        lines.append(
+            f"| {r['target']} | {r['concurrency']} | {r['p50_ms']} | {r['p99_ms']} | {r['rps']} "
+            f"| {r['requests']} | {errors} |"
+        )
+    lines += ["", "| check | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in result["checks"].items()]
+    lines += ["", "| target | met |", "|---|---|"]
+    lines += [f"| {k} | {'yes' if v else 'NO'} |" for k, v in result["targets_met"].items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

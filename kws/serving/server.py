@@ -1,0 +1,104 @@
+"""Start KServe's ModelServer with the kws model, our routes and the registry poller."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from kws.inference import serve_single_threaded
+from kws.serving.model import KwsModel, Limits
+
+log = logging.getLogger(__name__)
+DEFAULT_PORT = 8080
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Everything `kws serve` can set."""
+
+    model_uri: str
+    name: str = "kws"
+    port: int = DEFAULT_PORT
+    max_upload_bytes: int = 1 << 20
+    max_seconds: float = 10.0
+    top_k: int = 3
+    poll_seconds: float = 30.0
+    num_threads: int | None = None
+    access_log: bool = False
+
+
+def import_kserve() -> Any:
+    """Import kserve without letting its module-level argparse read our command line."""
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        import kserve
+        import kserve.model_server  # parses sys.argv once, at import
+    finally:
+        sys.argv = argv
+    return kserve
+
+
+def build_model(settings: ServeSettings) -> KwsModel:
+    """The model, loaded (raises a KwsError naming the problem if it cannot be)."""
+    import_kserve()
+    limits = Limits(settings.max_upload_bytes, settings.max_seconds, settings.top_k)
+    model = KwsModel(settings.name, settings.model_uri, limits, settings.num_threads)
+    model.load()
+    return model
+
+
+class RegistryPoller(threading.Thread):
+    """Reload when the served registry alias moves; a failed check or load keeps the model."""
+
+    def __init__(self, model: KwsModel, interval: float) -> None:
+        super().__init__(name="kws-registry-poller", daemon=True)
+        self.model = model
+        self.interval = interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                self.model.reload_if_moved()
+            except Exception as exc:  # keep serving whatever happens upstream
+                log.warning(
+                    "registry poll failed, still serving v%s: %s",
+                    self.model.snapshot().ref.version,
+                    exc,
+                )
+
+
+def serve(settings: ServeSettings) -> None:
+    """Load the model and serve it until SIGINT/SIGTERM."""
+    kserve = import_kserve()
+    from kserve.model_server import app
+
+    from kws.serving.dataplane import KwsDataPlane
+    from kws.serving.routes import install
+
+    serve_single_threaded()
+    model = build_model(settings)
+    install(app, model)
+    server = kserve.ModelServer(
+        http_port=settings.port,
+        enable_grpc=False,
+        enable_docs_url=False,  # /docs is ours, FastAPI's app was built without it
+        enable_latency_logging=False,
+    )
+    server.dataplane = KwsDataPlane(model_registry=server.registered_models)
+    # KServe's app defaults to FastAPI's ORJSONResponse, which now warns on every first use
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
+    if not settings.access_log:
+        logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("kserve.trace").setLevel(logging.WARNING)  # one line per request
+    if settings.poll_seconds > 0 and settings.model_uri.startswith("models:/"):
+        RegistryPoller(model, settings.poll_seconds).start()
+    ref = model.snapshot().ref
+    log.info(
+        "serving %s v%s (%s) on port %d", ref.name, ref.version, settings.model_uri, settings.port
+    )
+    server.start([model])
