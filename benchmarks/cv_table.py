@@ -21,7 +21,7 @@ def main() -> None:
         rows.append(("**default params.yaml (full LOSO)**", d["command"], d))
     for path in sorted((RESULTS / "cv_screening").glob("*.json")):
         d = json.loads(path.read_text())
-        rows.append((d["name"], d["command"], d))
+        rows.append((d.get("name", path.stem), d["command"], d))
     speakers = sorted({s for _, _, d in rows for s in d["folds"]})
     lines = [
         "# Unseen-speaker accuracy: every configuration tried",

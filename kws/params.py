@@ -35,6 +35,7 @@ class DataParams:
     unknown_percent: float = 10.0
     synthetic_voices: int = 0  # espeak-ng speakers added to the train split
     synthetic_takes: int = 1
+    synthetic_flite_voices: int = 0  # flite speakers (awb, rms, slt, kal16 at varied f0/rate)
 
 
 @dataclass(frozen=True)

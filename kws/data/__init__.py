@@ -111,11 +111,15 @@ def prepare(params: Params) -> tuple[list[Sample], dict[str, Any]]:
     if not samples:
         raise DataError(f"no samples found for source {d.source!r} in {raw}")
     labels = labels_of(d.source, samples)
-    if d.synthetic_voices > 0:
-        words = [w for w in labels if not w.startswith("_")]
-        samples += synthetic.generate(
-            out / "synthetic", words, d.synthetic_voices, d.synthetic_takes, params.seed
-        )
+    words = [w for w in labels if not w.startswith("_")]
+    for engine, n_voices in (
+        ("espeak-ng", d.synthetic_voices),
+        ("flite", d.synthetic_flite_voices),
+    ):
+        if n_voices > 0:
+            samples += synthetic.generate(
+                out / "synthetic", words, n_voices, d.synthetic_takes, params.seed, engine=engine
+            )
     samples = subset(samples, d.max_per_class)
     info = summary(samples, labels, data_hash(samples))
     write_manifest(samples, out / MANIFEST)
