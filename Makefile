@@ -4,17 +4,18 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 KWS := $(BIN)/kws
-EXTRAS ?= train,serve,dev
+EXTRAS ?= train,serve,dev,pipeline
+export ZENML_ANALYTICS_OPT_IN ?= false
 
-.PHONY: system-deps setup lock test test-fast lint demo bench cv experiments tune dvc-repro dvc-proof clean help
+.PHONY: system-deps setup lock lock-kind zenml-stack pipelines serve bench-serve test test-fast lint demo bench cv experiments tune dvc-repro dvc-proof clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-system-deps:  ## Debian packages: espeak-ng (synthetic speakers), rsync
-	@command -v espeak-ng >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq espeak-ng; \
-	  else echo "install espeak-ng: sudo apt-get install espeak-ng" >&2; exit 1; fi; }
+system-deps:  ## Debian packages: espeak-ng and flite (synthetic speakers)
+	@command -v espeak-ng >/dev/null && command -v flite >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq espeak-ng flite; \
+	  else echo "install them: sudo apt-get install espeak-ng flite" >&2; exit 1; fi; }
 
 setup: $(VENV)/.installed  ## create .venv with the locked dependencies
 
@@ -26,7 +27,7 @@ $(VENV)/.installed: pyproject.toml requirements/lock.txt
 
 lock:  ## re-resolve dependencies and rewrite requirements/lock.txt
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/pip install -q --upgrade pip && .lock-venv/bin/pip install -q -e ".[train,serve,dev]"
+	.lock-venv/bin/pip install -q --upgrade pip && .lock-venv/bin/pip install -q -e ".[train,serve,dev,pipeline]"
 	.lock-venv/bin/pip freeze --exclude-editable | grep -v '^kws-mlops' > requirements/lock.txt
 	rm -rf .lock-venv
 
@@ -37,8 +38,8 @@ test-fast: setup  ## unit tests only
 	$(BIN)/python -m pytest -q -m "not slow" tests/unit
 
 lint: setup  ## ruff + mypy
-	$(BIN)/ruff check kws tests benchmarks
-	$(BIN)/ruff format --check kws tests benchmarks
+	$(BIN)/ruff check kws tests benchmarks pipelines
+	$(BIN)/ruff format --check kws tests benchmarks pipelines
 	$(BIN)/mypy kws
 
 demo: setup  ## data -> features -> train -> evaluate -> export -> predict
@@ -73,3 +74,25 @@ tune: setup  ## Optuna study (resumable) and the comparison report -> docs/resul
 
 clean:  ## remove generated data, models and reports (not the venv)
 	rm -rf data models reports .cache
+
+zenml-stack: setup  ## ZenML stack `local` (local orchestrator, MLflow tracker + registry); idempotent
+	$(KWS) pipeline stack
+
+pipelines: zenml-stack  ## ZenML pipeline: baseline (v1) then variant (v2), registered in MLflow
+	$(KWS) pipeline run --config baseline
+	$(KWS) pipeline run --config variant
+	$(BIN)/zenml pipeline runs list --columns run_name,status,stack,pipeline
+
+lock-kind:  ## re-resolve requirements/lock-kind.txt (kind pipeline image: train,pipeline,kind)
+	grep -v '^kubernetes==' requirements/lock.txt > .lock-kind-constraints.txt
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install -q --upgrade pip
+	.lock-venv/bin/pip install -q -c .lock-kind-constraints.txt -e ".[train,pipeline,kind]"
+	{ sed -n '1,4p' requirements/lock-kind.txt; .lock-venv/bin/pip freeze --exclude-editable | grep -v '^kws-mlops'; } > .lock-kind.new
+	mv .lock-kind.new requirements/lock-kind.txt && rm -rf .lock-venv .lock-kind-constraints.txt
+
+serve: setup  ## KServe ModelServer on :8080 with the registry champion (POST a WAV to /predict)
+	$(KWS) serve --model models:/kws@champion
+
+bench-serve: setup  ## serving latency/throughput/memory vs mlflow models serve (needs wrk)
+	$(BIN)/python benchmarks/serve.py

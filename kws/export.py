@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,12 +69,13 @@ def _write_json(path: Path, obj: object) -> None:
     path.write_text(json.dumps(obj, indent=2) + "\n")
 
 
-def run(params: Params) -> tuple[Path, str | None]:
+def run(params: Params, register_model: bool | None = None) -> tuple[Path, str | None]:
     """Package the trained model into paths.package; log it to MLflow and register it.
 
-    Returns the package folder and the registered version (None when not registered).
+    register_model overrides params.registry.register (a pipeline registers in a later
+    step). Returns the package folder and the registered version (None when not registered).
     """
-    from kws.data import DATA_INFO, MANIFEST, read_manifest
+    from kws.data import DATA_INFO
     from kws.evaluate import METRICS_FILE
     from kws.provenance import provenance
     from kws.tracking import load_run
@@ -97,12 +99,30 @@ def run(params: Params) -> tuple[Path, str | None]:
         result.model, result.labels, params.features, metadata, Path(params.paths.package)
     )
     version = None
+    if register_model is None:
+        register_model = params.registry.register
     if mlrun is not None:
         mlrun.log_artifact(package, "package")
-        if params.registry.register:
-            example = Path(read_manifest(Path(params.paths.prepared) / MANIFEST)[0].path)
-            version = register(mlrun.run_id, package, example.read_bytes(), params, metadata)
+        if register_model:
+            version = register_package(params, package)
     return package, version
+
+
+def register_package(params: Params, package: Path) -> str:
+    """Register an exported package as a new version of the model (its run: metadata.json)."""
+    from kws.data import MANIFEST, read_manifest
+    from kws.errors import DataError
+    from kws.tracking import configure
+
+    metadata_file = package / METADATA_FILE
+    if not metadata_file.is_file():
+        raise DataError(f"no model package in {package} (run `kws export` first)")
+    metadata = json.loads(metadata_file.read_text())
+    if not metadata.get("mlflow_run_id"):
+        raise DataError(f"{package} was not trained in a tracked MLflow run: nothing to register")
+    configure()
+    example = Path(read_manifest(Path(params.paths.prepared) / MANIFEST)[0].path)
+    return register(metadata["mlflow_run_id"], package, example.read_bytes(), params, metadata)
 
 
 def register(
@@ -110,6 +130,7 @@ def register(
 ) -> str:
     """Log the pyfunc model and register a version tagged with its metrics and data."""
     from kws.registry import Registry, log_pyfunc
+    from kws.tracking import PIPELINE_RUN_ENV
 
     model_uri = log_pyfunc(run_id, package, example_wav)
     tags = {
@@ -119,4 +140,6 @@ def register(
         "architecture": str(metadata.get("architecture", params.model.architecture)),
         **{k: str(v) for k, v in metadata["metrics"].items()},
     }
+    if os.environ.get(PIPELINE_RUN_ENV):
+        tags["pipeline_run_id"] = os.environ[PIPELINE_RUN_ENV]
     return Registry(params.registry.model_name).register(model_uri, tags)

@@ -149,29 +149,37 @@ def training_run(
     """Start a run with params and tags; mark it FAILED if the body raises, else FINISHED.
 
     With parent_run_id the run is nested under that run (MLflow's parentRunId tag).
+    When an MLflow run is already active (a pipeline step's experiment tracker started
+    it), that run is used instead of a new one and its owner ends it.
     """
+    import mlflow
+    from mlflow.entities import Param, RunTag
     from mlflow.tracking import MlflowClient
 
     configure()
     client = MlflowClient()
     all_tags = {**run_tags(params, data_hash), **(tags or {})}
-    if parent_run_id:
-        all_tags["mlflow.parentRunId"] = parent_run_id
-    run = client.create_run(experiment_id(experiment), run_name=run_name, tags=all_tags)
-    run_id = run.info.run_id
+    active = mlflow.active_run() if parent_run_id is None else None
+    if active is not None:
+        run_id = active.info.run_id
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in all_tags.items()])
+    else:
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = client.create_run(experiment_id(experiment), run_name=run_name, tags=all_tags)
+        run_id = run.info.run_id
     log.info("MLflow run %s (%s)", run_id, tracking_uri())
     try:
         flat = {
             k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in params.flat().items()
         }
-        from mlflow.entities import Param
-
         client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in flat.items()])
         yield TrainingRun(run_id)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
-    client.set_terminated(run_id, "FINISHED")
+    if active is None:
+        client.set_terminated(run_id, "FINISHED")
 
 
 def save_run_id(run_id: str, folder: Path) -> None:
@@ -189,3 +197,20 @@ def load_run(folder: Path) -> TrainingRun | None:
         return None
     configure()
     return TrainingRun(json.loads(file.read_text())["run_id"])
+
+
+def mark_failed(folder: Path, pipeline_run_id: str) -> str | None:
+    """Mark the run recorded in folder FAILED if pipeline_run_id produced it; return its id.
+
+    A run left by an earlier pipeline run (another pipeline_run_id tag) is not touched.
+    """
+    from mlflow.tracking import MlflowClient
+
+    run = load_run(folder)
+    if run is None:
+        return None
+    client = MlflowClient()
+    if client.get_run(run.run_id).data.tags.get("pipeline_run_id") != pipeline_run_id:
+        return None
+    client.set_terminated(run.run_id, "FAILED")
+    return run.run_id

@@ -1,0 +1,1 @@
+"""ZenML pipelines and stack definitions: thin adapters composing `kws` functions."""
