@@ -134,12 +134,12 @@ def pick_voices(n: int, seed: int, engine: str = "espeak-ng") -> list[Voice]:
 
 
 def _pick_flite_voices(n: int, seed: int) -> list[Voice]:
-    """Flite voices spread over f0 70-260 Hz and duration stretch 65-120 % (fast talkers too)."""
+    """Flite voices spread over f0 70-260 Hz and duration stretch 80-130 %."""
     rng = random.Random(f"{seed}-flite")
     voices: dict[str, Voice] = {}
     while len(voices) < n:
         base = FLITE_VOICES[len(voices) % len(FLITE_VOICES)]
-        voice = Voice("us", base, rng.randint(70, 260), rng.randint(65, 120), "flite")
+        voice = Voice("us", base, rng.randint(70, 260), rng.randint(80, 130), "flite")
         voices.setdefault(voice.name, voice)
     return list(voices.values())
 
