@@ -19,6 +19,9 @@ def main() -> None:
     if full.is_file():
         d = json.loads(full.read_text())
         rows.append(("**default params.yaml (full LOSO)**", d["command"], d))
+    for path in sorted(RESULTS.glob("speaker_cv_*.json")):  # full LOSO of other configs
+        d = json.loads(path.read_text())
+        rows.append((f"{path.stem} (full LOSO)", d["command"], d))
     for path in sorted((RESULTS / "cv_screening").glob("*.json")):
         d = json.loads(path.read_text())
         rows.append((d.get("name", path.stem), d["command"], d))
