@@ -67,7 +67,7 @@ def sample(tiny_project: Path) -> bytes:
     import csv
 
     with (tiny_project / "data/prepared/manifest.csv").open() as f:
-        return Path(next(csv.DictReader(f))["path"]).read_bytes()
+        return (tiny_project / next(csv.DictReader(f))["path"]).read_bytes()  # may be relative
 
 
 def test_predict_takes_a_multipart_file_and_names_the_model_version(
