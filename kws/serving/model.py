@@ -6,7 +6,7 @@ import base64
 import binascii
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -197,8 +197,9 @@ class KwsModel(Model):
                 f"input {tensor.name!r}: datatype {tensor.datatype} is not supported "
                 "(BYTES holding WAV files, or FP32 waveforms)"
             )
-        predictions = [classify(served, wave, r, self.limits) for wave, r in clips]
         labels = served.predictor.labels
+        every_class = replace(self.limits, top_k=len(labels))  # the full probability vector
+        predictions = [classify(served, wave, r, every_class) for wave, r in clips]
         probabilities = np.array(
             [[_probability(p, label) for label in labels] for p in predictions], dtype=np.float32
         )

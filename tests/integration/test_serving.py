@@ -182,7 +182,9 @@ def test_tritonclient_speaks_open_inference_protocol_with_binary_wavs(
     waveform = triton.InferInput("waveform", [1, 16000], "FP32")
     waveform.set_data_from_numpy(tone(1.0, 16000)[np.newaxis], binary_data=True)
     result = client.infer("kws", [waveform])
-    assert result.as_numpy("probabilities").shape == (1, 10)
+    probabilities = result.as_numpy("probabilities")
+    assert probabilities.shape == (1, 10)
+    assert probabilities.sum() == pytest.approx(1.0, abs=1e-4)  # every class, not only top-k
     assert result.get_response()["model_version"] == "1"
 
 
