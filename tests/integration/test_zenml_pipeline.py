@@ -91,8 +91,8 @@ def project(tmp_path_factory: pytest.TempPathFactory, fsdd_dir: Path) -> Path:
     return project
 
 
-@pytest.fixture(scope="module")
-def smoke(project: Path) -> subprocess.CompletedProcess[str]:
+def run_smoke(project: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`kws pipeline run --config smoke` on the tiny subset (extra: more CLI arguments)."""
     return run_kws(
         project,
         "pipeline",
@@ -101,8 +101,15 @@ def smoke(project: Path) -> subprocess.CompletedProcess[str]:
         "smoke",
         "--set",
         f"data.max_per_class={TINY['max_per_class']}",
+        *extra,
+        check=check,
         env=zenml_env(project),
     )
+
+
+@pytest.fixture(scope="module")
+def smoke(project: Path) -> subprocess.CompletedProcess[str]:
+    return run_smoke(project)
 
 
 @pytest.fixture()
@@ -156,18 +163,11 @@ def test_a_failing_step_fails_both_runs_and_registers_nothing(
     project: Path, smoke: subprocess.CompletedProcess[str], mlflow_client
 ) -> None:
     before = {v.version for v in mlflow_client.search_model_versions("name='kws'")}
-    proc = run_kws(
+    proc = run_smoke(
         project,
-        "pipeline",
-        "run",
-        "--config",
-        "smoke",
-        "--set",
-        f"data.max_per_class={TINY['max_per_class']}",
         "--set",
         "paths.package=params.yaml/package",  # export cannot write its package
         check=False,
-        env=zenml_env(project),
     )
     assert proc.returncode == 1
     error = proc.stderr.strip().splitlines()[-1]
