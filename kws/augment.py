@@ -40,6 +40,8 @@ class Augmenter:
         """Speed, time shift, gain and noise on one clip (same length out)."""
         p, rng, n = self.p, self.rng, clip.shape[0]
         out = clip
+        if p.edge_cut > 0 and rng.random() < p.edge_cut_prob:
+            out = cut_edges(out, sample_rate, rng.uniform(0, p.edge_cut, size=2))
         if p.speed > 0:
             factor = rng.uniform(1 - p.speed, 1 + p.speed)
             # playing faster = fewer samples at the same rate (tempo and pitch move together);
@@ -50,6 +52,8 @@ class Augmenter:
             out = _shift(out, int(rng.integers(-limit, limit + 1)))
         if p.gain_db > 0:
             out = out * np.float32(10 ** (rng.uniform(-p.gain_db, p.gain_db) / 20))
+        if p.tilt_db > 0:
+            out = tilt(out, sample_rate, rng.uniform(-p.tilt_db, p.tilt_db))
         if p.noise_prob > 0 and rng.random() < p.noise_prob:
             out = out + self._noise(out, n)
         return out.astype(np.float32)
@@ -86,6 +90,31 @@ class Augmenter:
             start = int(rng.integers(0, max(1, frames - width)))
             out[start : start + width, :] = fill
         return out
+
+
+def cut_edges(clip: np.ndarray, sample_rate: int, fractions: np.ndarray) -> np.ndarray:
+    """Silence the first and last fractions of the spoken span, as a tight VAD or a late
+    push-to-talk does (one FSDD speaker's recordings are cut like this)."""
+    hop = sample_rate // 100
+    frames = clip[: clip.shape[0] // hop * hop].reshape(-1, hop)
+    energy = np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
+    loud = np.flatnonzero(energy >= energy.max() - 3.0)  # within 30 dB of the loudest frame
+    start, end = int(loud[0]) * hop, (int(loud[-1]) + 1) * hop
+    span = end - start
+    out = clip.copy()
+    out[: start + int(fractions[0] * span)] = 0
+    out[end - int(fractions[1] * span) :] = 0
+    return out
+
+
+def tilt(clip: np.ndarray, sample_rate: int, db_at_4k: float) -> np.ndarray:
+    """Colour a clip like a microphone would: a gain linear in frequency, 0 dB at DC.
+
+    Applied before the noise, so a darker microphone buries its highs in its own noise floor.
+    """
+    freqs = np.fft.rfftfreq(clip.shape[0], 1 / sample_rate)
+    gain = 10 ** (db_at_4k * np.minimum(freqs, 4000.0) / 4000.0 / 20)
+    return np.fft.irfft(np.fft.rfft(clip) * gain, clip.shape[0]).astype(np.float32)
 
 
 def _speed(clip: np.ndarray, factor: float) -> np.ndarray:

@@ -61,9 +61,45 @@ def log_mel_batch(clips: np.ndarray, fp: FeatureParams, chunk: int = 256) -> np.
         mel = power.astype(np.float32) @ _mel_basis(fp).T
         out.append(np.log(mel + fp.log_floor))
     feats = np.concatenate(out).astype(np.float32)
+    if fp.lifter > 0:
+        feats = smooth_spectrum(feats, fp.lifter)
+    if fp.frames > 0:
+        feats = np.stack([time_normalize(f, fp.frames, fp.trim_db) for f in feats])
     return (
         np.stack([normalize(f, fp.normalize) for f in feats]) if fp.normalize != "none" else feats
     )
+
+
+def smooth_spectrum(feats: np.ndarray, coefficients: int) -> np.ndarray:
+    """Keep the spectral envelope, drop fine structure: the first cepstral coefficients
+    (MFCCs) mapped back onto the mel axis, so pitch harmonics no longer ripple across bins."""
+    from scipy.fft import dct, idct
+
+    cepstrum = dct(feats, type=2, norm="ortho", axis=-1)
+    cepstrum[..., coefficients:] = 0
+    return idct(cepstrum, type=2, norm="ortho", axis=-1).astype(np.float32)
+
+
+def speech_span(feats: np.ndarray, trim_db: float, margin: int = 2) -> tuple[int, int]:
+    """First and last frame (inclusive) within trim_db of the loudest frame, plus a margin."""
+    if trim_db <= 0:
+        return 0, feats.shape[0] - 1
+    energy_db = 10 / np.log(10) * np.log(np.exp(feats.astype(np.float64)).sum(axis=1))
+    loud = np.flatnonzero(energy_db >= energy_db.max() - trim_db)
+    return max(0, int(loud[0]) - margin), min(feats.shape[0] - 1, int(loud[-1]) + margin)
+
+
+def time_normalize(feats: np.ndarray, frames: int, trim_db: float = 0.0) -> np.ndarray:
+    """Trim silent edges, then stretch the spoken span to `frames` (speaking-rate invariance).
+
+    Interpolating spectrogram frames changes duration without moving pitch or formants.
+    """
+    first, last = speech_span(feats, trim_db)
+    position = np.linspace(first, last, frames)
+    lo = np.floor(position).astype(int)
+    hi = np.minimum(lo + 1, feats.shape[0] - 1)
+    frac = (position - lo).astype(np.float32)[:, np.newaxis]
+    return (feats[lo] * (1 - frac) + feats[hi] * frac).astype(np.float32)
 
 
 def normalize(feats: np.ndarray, mode: str) -> np.ndarray:

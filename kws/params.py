@@ -52,6 +52,9 @@ class FeatureParams:
     fmax: float = 4000.0
     normalize: str = "none"  # none | utterance (mean/std) | cmvn (per mel bin)
     log_floor: float = 1e-6  # added to mel power before the log
+    lifter: int = 0  # >0: keep this many cepstral coefficients (smooths out pitch harmonics)
+    trim_db: float = 0.0  # >0: cut edge frames quieter than this many dB below the loudest
+    frames: int = 0  # >0: stretch the (trimmed) spectrogram to this many frames
 
     @property
     def clip_samples(self) -> int:
@@ -60,8 +63,8 @@ class FeatureParams:
 
     @property
     def n_frames(self) -> int:
-        """Frames of one clip (librosa centres frames)."""
-        return 1 + self.clip_samples // self.hop_length
+        """Frames of one clip's features (librosa centres frames)."""
+        return self.frames if self.frames > 0 else 1 + self.clip_samples // self.hop_length
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,9 @@ class AugmentParams:
     time_shift_ms: float = 100.0
     speed: float = 0.1  # +- fraction
     gain_db: float = 6.0  # +- dB
+    tilt_db: float = 0.0  # +- dB of spectral tilt at 4 kHz (microphone colouring)
+    edge_cut: float = 0.0  # cut up to this fraction of the word at each end (tight VAD)
+    edge_cut_prob: float = 0.5  # probability that a clip gets its edges cut
     noise_prob: float = 0.8
     snr_db_min: float = 5.0
     snr_db_max: float = 30.0
@@ -101,6 +107,7 @@ class TrainParams:
     early_stopping_patience: int = 5
     lr_schedule: str = "constant"  # constant | cosine
     label_smoothing: float = 0.0
+    mixup: float = 0.0  # >0: mix pairs of augmented examples, weight ~ Beta(mixup, mixup)
 
 
 @dataclass(frozen=True)

@@ -186,6 +186,7 @@ def _augmented_batches_class() -> type:
         def __init__(self, clips: np.ndarray, y: np.ndarray, params: Params, batch_size: int):
             super().__init__()
             self.clips, self.y, self.batch_size = clips, y, batch_size
+            self.mixup, self.seed, self.epoch = params.train.mixup, params.seed, 0
             self.fp = params.features
             self.augmenter = Augmenter(params.augment, params.seed, background_noise(params))
             self.rng = np.random.default_rng(params.seed + 1)
@@ -212,13 +213,30 @@ def _augmented_batches_class() -> type:
 
         def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
             rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-            return self.x[rows], self.y[rows]
+            if self.mixup <= 0:
+                return self.x[rows], self.y[rows]
+            return mix(self.x[rows], self.y[rows], self.mixup, self._mix_rng(index))
+
+        def _mix_rng(self, index: int) -> np.random.Generator:
+            return np.random.default_rng([self.seed, self.epoch, index])
 
         def on_epoch_end(self) -> None:
             self.x, self.order = self._next.result()
+            self.epoch += 1
             self._next = self._pool.submit(self._make_epoch)
 
     return _AugmentedBatches
+
+
+def mix(
+    x: np.ndarray, y: np.ndarray, alpha: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mixup: each example blended with another of the batch, labels blended alike."""
+    weight = rng.beta(alpha, alpha, size=len(x)).astype(np.float32)
+    weight = np.maximum(weight, 1 - weight)  # the first example stays the main one
+    partner = rng.permutation(len(x))
+    wx = weight.reshape(-1, *([1] * (x.ndim - 1)))
+    return wx * x + (1 - wx) * x[partner], weight[:, None] * y + (1 - weight[:, None]) * y[partner]
 
 
 def augmented_batches(clips: np.ndarray, y: np.ndarray, params: Params, batch_size: int) -> Any:

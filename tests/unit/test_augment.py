@@ -97,3 +97,37 @@ def test_cmvn_gives_zero_mean_unit_variance_per_mel_bin() -> None:
     out = normalize(feats, "cmvn")
     np.testing.assert_allclose(out.mean(axis=0), 0, atol=1e-4)
     np.testing.assert_allclose(out.std(axis=0), 1, atol=1e-2)
+
+
+def test_tilt_darkens_the_highs_and_keeps_the_lows() -> None:
+    from kws.augment import tilt
+
+    def level(wave: np.ndarray) -> float:
+        return float(20 * np.log10(np.sqrt(np.mean(wave**2))))
+
+    low, high = tone(1.0, freq=100.0), tone(1.0, freq=3500.0)
+    assert abs(level(tilt(low, 16000, -12.0)) - level(low)) < 0.5
+    assert level(tilt(high, 16000, -12.0)) - level(high) == pytest.approx(-10.5, abs=0.5)
+
+
+def test_mixup_blends_examples_and_labels_with_the_same_weight() -> None:
+    from kws.train import mix
+
+    x = np.stack([np.full((4, 3, 1), float(i)) for i in range(8)]).astype(np.float32)
+    y = np.eye(8, dtype=np.float32)
+    mixed_x, mixed_y = mix(x, y, 0.4, np.random.default_rng(0))
+    np.testing.assert_allclose(mixed_y.sum(axis=1), 1.0, rtol=1e-6)
+    main = mixed_y.argmax(axis=1)
+    np.testing.assert_array_equal(main, np.arange(8))  # each example keeps its own label first
+    # each blended input is the label-weighted average of the two inputs it came from
+    np.testing.assert_allclose(mixed_x[:, 0, 0, 0], mixed_y @ np.arange(8), rtol=1e-5)
+
+
+def test_edge_cut_silences_the_start_and_end_of_the_word_only() -> None:
+    from kws.augment import cut_edges
+
+    word = clip()  # a tone from 6000 to 10000
+    out = cut_edges(word, 16000, np.array([0.25, 0.5]))
+    loud = np.flatnonzero(np.abs(out) > 0)
+    assert abs(loud[0] - 7000) <= 160 and abs(loud[-1] - 8000) <= 160
+    np.testing.assert_array_equal(out[7200:7800], word[7200:7800])

@@ -1,0 +1,68 @@
+"""Time normalisation: the spoken span, whatever its length and position, fills fixed frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kws.features import log_mel, speech_span, time_normalize
+from kws.params import FeatureParams
+from tests.helpers import tone
+
+
+def word_at(start_s: float, seconds: float) -> np.ndarray:
+    """A 1 s clip holding a tone (the 'word') at start_s for `seconds`, silence around."""
+    wave = np.zeros(16000, dtype=np.float32)
+    start = int(start_s * 16000)
+    wave[start : start + int(seconds * 16000)] = tone(seconds)
+    return wave
+
+
+def test_features_have_the_configured_number_of_frames() -> None:
+    fp = FeatureParams(frames=40, trim_db=30)
+    assert fp.n_frames == 40
+    assert log_mel(word_at(0.3, 0.4), fp).shape == (40, fp.n_mels)
+    assert FeatureParams().n_frames == 101  # without time normalisation: the whole clip
+
+
+def test_speech_span_finds_the_word_within_a_couple_of_frames() -> None:
+    feats = log_mel(word_at(0.3, 0.4), FeatureParams())
+    first, last = speech_span(feats, trim_db=30, margin=0)
+    assert abs(first - 30) <= 3 and abs(last - 70) <= 3  # 10 ms frames
+
+
+def test_without_trimming_the_whole_clip_is_stretched() -> None:
+    feats = np.arange(101, dtype=np.float32)[:, None].repeat(4, axis=1)
+    out = time_normalize(feats, 11, trim_db=0)
+    np.testing.assert_allclose(out[:, 0], np.linspace(0, 100, 11))
+
+
+def test_the_same_word_early_or_late_gives_the_same_features() -> None:
+    fp = FeatureParams(frames=32, trim_db=30)
+    early, late = log_mel(word_at(0.1, 0.4), fp), log_mel(word_at(0.5, 0.4), fp)
+    np.testing.assert_allclose(early, late, atol=1e-3)
+
+
+def test_a_fast_and_a_slow_word_fill_the_same_frames() -> None:
+    fp = FeatureParams(frames=32, trim_db=30)
+    fast, slow = log_mel(word_at(0.3, 0.25), fp), log_mel(word_at(0.2, 0.5), fp)
+    # a steady tone: once stretched, every inner frame is the tone, whatever its duration
+    band = int(np.argmax(slow[16]))
+    np.testing.assert_allclose(fast[4:-4, band], slow[4:-4, band], atol=0.05)
+    assert (fast[4:-4, band] > fast[0, band] + 5).all()
+
+
+def test_silence_is_stretched_whole_not_an_error() -> None:
+    out = log_mel(np.zeros(16000, dtype=np.float32), FeatureParams(frames=40, trim_db=30))
+    assert out.shape == (40, 40) and np.isfinite(out).all()
+
+
+def test_liftering_keeps_the_envelope_and_smooths_the_ripple() -> None:
+    from kws.features import smooth_spectrum
+
+    bins = np.arange(40, dtype=np.float32)
+    envelope = -0.1 * bins  # a smooth spectral tilt
+    ripple = np.where(bins % 2 == 0, 1.0, -1.0).astype(np.float32)  # harmonics-like
+    out = smooth_spectrum((envelope + ripple)[None], coefficients=12)[0]
+    assert np.abs(out - envelope)[5:-5].max() < 0.3
+    assert smooth_spectrum(envelope[None], 40)[0] == pytest.approx(envelope, abs=1e-5)
