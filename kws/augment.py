@@ -6,6 +6,7 @@ Everything here runs on the train split only; serving never augments.
 from __future__ import annotations
 
 import numpy as np
+import scipy.fft
 
 from kws.audio import fit_length
 from kws.params import AugmentParams
@@ -15,14 +16,14 @@ NOISE_COLOURS = ("white", "pink", "brown")
 
 def coloured_noise(n: int, colour: str, rng: np.random.Generator) -> np.ndarray:
     """Unit-RMS white, pink (1/f) or brown (1/f²) noise."""
-    white = rng.standard_normal(n)
+    white = rng.standard_normal(n, dtype=np.float32)
     if colour == "white":
         noise = white
     else:
-        spectrum = np.fft.rfft(white)
-        freqs = np.maximum(np.fft.rfftfreq(n), 1.0 / n)
+        spectrum = scipy.fft.rfft(white)
+        freqs = np.maximum(np.fft.rfftfreq(n), 1.0 / n).astype(np.float32)
         spectrum /= np.sqrt(freqs) if colour == "pink" else freqs
-        noise = np.fft.irfft(spectrum, n)
+        noise = scipy.fft.irfft(spectrum, n)
     return (noise / (np.sqrt(np.mean(noise**2)) + 1e-12)).astype(np.float32)
 
 

@@ -12,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import scipy.fft
 from tqdm import tqdm
 
 from kws.audio import AudioSource, load_clip, waveform_to_clip
@@ -57,8 +58,8 @@ def log_mel_batch(clips: np.ndarray, fp: FeatureParams, chunk: int = 256) -> np.
         padded = np.pad(clips[start : start + chunk], ((0, 0), (half, half)))
         frames = np.lib.stride_tricks.sliding_window_view(padded, fp.n_fft, axis=1)
         frames = frames[:, :: fp.hop_length] * _window(fp)
-        power = np.abs(np.fft.rfft(frames, axis=-1)) ** 2
-        mel = power.astype(np.float32) @ _mel_basis(fp).T
+        power = np.abs(scipy.fft.rfft(frames, axis=-1)) ** 2  # float32 in, complex64 out
+        mel = power @ _mel_basis(fp).T
         out.append(np.log(mel + fp.log_floor))
     feats = np.concatenate(out).astype(np.float32)
     if fp.lifter > 0:

@@ -12,7 +12,7 @@ from kws.params import ModelParams
 if TYPE_CHECKING:
     import keras
 
-ARCHITECTURES = ("cnn", "ds_cnn")
+ARCHITECTURES = ("cnn", "ds_cnn", "bc_resnet")
 
 
 def build_model(
@@ -31,6 +31,8 @@ def build_model(
         outputs = _tutorial_cnn(inputs, norm, n_classes, architecture_params)
     elif architecture_params.architecture == "ds_cnn":
         outputs = _ds_cnn(inputs, norm, n_classes, architecture_params)
+    elif architecture_params.architecture == "bc_resnet":
+        outputs = _bc_resnet(inputs, norm, n_classes, architecture_params)
     else:
         raise ParamsError(
             f"unknown model.architecture {architecture_params.architecture!r} "
@@ -75,4 +77,59 @@ def _ds_cnn(inputs, norm, n_classes: int, p: ModelParams):
         x = layers.ReLU()(x)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(p.dropout)(x)
+    return layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
+
+
+def _bc_block(x, channels: int, freq_stride: int, dilation: int, dropout: float, name: str):
+    """Broadcasted residual block: a frequency-wise depthwise conv, then a temporal one on
+    the frequency-averaged map, broadcast back over frequency (Kim et al., 2021)."""
+    from keras import layers
+
+    transition = x.shape[-1] != channels or freq_stride > 1
+    if transition:
+        x = layers.Conv2D(channels, 1, use_bias=False, name=f"{name}_expand")(x)
+        x = layers.BatchNormalization(name=f"{name}_expand_bn")(x)
+        x = layers.ReLU(name=f"{name}_expand_relu")(x)
+    # layout (batch, time, freq, channels): frequency convs are (1, k), temporal ones (k, 1)
+    f2 = layers.DepthwiseConv2D(
+        (1, 3), strides=(1, freq_stride), padding="same", use_bias=False, name=f"{name}_freq"
+    )(x)
+    f2 = layers.BatchNormalization(name=f"{name}_freq_bn")(f2)
+    f1 = layers.AveragePooling2D((1, f2.shape[2]), name=f"{name}_pool")(f2)  # over frequency
+    f1 = layers.DepthwiseConv2D(
+        (3, 1), dilation_rate=(dilation, 1), padding="same", use_bias=False, name=f"{name}_time"
+    )(f1)
+    f1 = layers.BatchNormalization(name=f"{name}_time_bn")(f1)
+    f1 = layers.Activation("swish", name=f"{name}_swish")(f1)
+    f1 = layers.Conv2D(channels, 1, use_bias=False, name=f"{name}_point")(f1)
+    f1 = layers.SpatialDropout2D(dropout, name=f"{name}_drop")(f1)
+    out = layers.Add(name=f"{name}_add")([f2, f1] if transition else [x, f2, f1])
+    return layers.ReLU(name=f"{name}_relu")(out)
+
+
+def _bc_resnet(inputs, norm, n_classes: int, p: ModelParams):
+    """BC-ResNet-like: broadcasted residual blocks; model.width is its base channels (8 = x1)."""
+    from keras import layers
+
+    c = p.width
+    x = norm(inputs)
+    x = layers.Conv2D(2 * c, (5, 5), strides=(2, 2), padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    stages = ((c, 1, 1, 2), (int(1.5 * c), 2, 2, 2), (2 * c, 2, 4, 4), (int(2.5 * c), 1, 8, 4))
+    for stage, (channels, stride, dilation, blocks) in enumerate(stages):
+        for block in range(blocks):
+            x = _bc_block(
+                x,
+                channels,
+                stride if block == 0 else 1,
+                dilation,
+                p.dropout,
+                name=f"bc{stage}_{block}",
+            )
+    x = layers.DepthwiseConv2D((5, 5), padding="same", use_bias=False)(x)
+    x = layers.Conv2D(4 * c, 1, use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    x = layers.GlobalAveragePooling2D()(x)
     return layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
