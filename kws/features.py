@@ -103,16 +103,26 @@ def time_normalize(feats: np.ndarray, frames: int, trim_db: float = 0.0) -> np.n
     return (feats[lo] * (1 - frac) + feats[hi] * frac).astype(np.float32)
 
 
+TILT_DEGREE = 2  # a quadratic over the mel axis: level, tilt and bow
+
+
 def normalize(feats: np.ndarray, mode: str) -> np.ndarray:
-    """Per-utterance normalisation: none, utterance (mean/std) or cmvn (per mel bin)."""
+    """Per-utterance normalisation: none, utterance (mean/std), tilt or cmvn (per mel bin)."""
     if mode == "none":
         return feats
     if mode == "utterance":
         return ((feats - feats.mean()) / (feats.std() + 1e-5)).astype(np.float32)
+    if mode == "tilt":
+        # subtract only the coarse shape of the clip's mean spectrum: the microphone's
+        # colouring goes, the formants that tell words apart stay
+        mean = feats.mean(axis=0)
+        bins = np.linspace(-1, 1, mean.shape[0])
+        out = feats - np.polyval(np.polyfit(bins, mean, TILT_DEGREE), bins).astype(np.float32)
+        return (out / (out.std() + 1e-5)).astype(np.float32)
     if mode == "cmvn":
         mean, std = feats.mean(axis=0, keepdims=True), feats.std(axis=0, keepdims=True)
         return ((feats - mean) / (std + 1e-5)).astype(np.float32)
-    raise ParamsError(f"unknown features.normalize {mode!r} (none, utterance, cmvn)")
+    raise ParamsError(f"unknown features.normalize {mode!r} (none, utterance, tilt, cmvn)")
 
 
 def features_of(source: AudioSource, fp: FeatureParams) -> np.ndarray:

@@ -66,3 +66,16 @@ def test_liftering_keeps_the_envelope_and_smooths_the_ripple() -> None:
     out = smooth_spectrum((envelope + ripple)[None], coefficients=12)[0]
     assert np.abs(out - envelope)[5:-5].max() < 0.3
     assert smooth_spectrum(envelope[None], 40)[0] == pytest.approx(envelope, abs=1e-5)
+
+
+def test_tilt_normalisation_removes_a_microphone_tilt_and_keeps_formant_peaks() -> None:
+    from kws.features import normalize
+
+    bins = np.arange(40, dtype=np.float32)
+    formants = np.exp(-0.5 * ((bins - 10) / 2) ** 2) + np.exp(-0.5 * ((bins - 25) / 2) ** 2)
+    frames = np.tile(formants, (30, 1)) + np.random.default_rng(0).normal(0, 0.05, (30, 40))
+    dark = frames - 0.15 * bins  # the same word through a darker microphone
+    a, b = normalize(frames.astype(np.float32), "tilt"), normalize(dark.astype(np.float32), "tilt")
+    np.testing.assert_allclose(a, b, atol=0.05)
+    assert set(np.argsort(a.mean(axis=0))[-2:]) <= {9, 10, 11, 24, 25, 26}  # peaks survive
+    assert normalize(dark.astype(np.float32), "cmvn").mean(axis=0) == pytest.approx(0, abs=1e-4)
