@@ -65,7 +65,7 @@ def log_mel_batch(clips: np.ndarray, fp: FeatureParams, chunk: int = 256) -> np.
     if fp.lifter > 0:
         feats = smooth_spectrum(feats, fp.lifter)
     if fp.frames > 0:
-        feats = np.stack([time_normalize(f, fp.frames, fp.trim_db) for f in feats])
+        feats = np.stack([time_normalize(f, fp.frames, fp.trim_db, fp.log_floor) for f in feats])
     return (
         np.stack([normalize(f, fp.normalize) for f in feats]) if fp.normalize != "none" else feats
     )
@@ -81,21 +81,30 @@ def smooth_spectrum(feats: np.ndarray, coefficients: int) -> np.ndarray:
     return idct(cepstrum, type=2, norm="ortho", axis=-1).astype(np.float32)
 
 
-def speech_span(feats: np.ndarray, trim_db: float, margin: int = 2) -> tuple[int, int]:
-    """First and last frame (inclusive) within trim_db of the loudest frame, plus a margin."""
+def speech_span(
+    feats: np.ndarray, trim_db: float, log_floor: float = 1e-6, margin: int = 2
+) -> tuple[int, int]:
+    """First and last frame (inclusive) within trim_db of the loudest frame, plus a margin.
+
+    Energies leave out the log floor, so digital silence never counts as sound, however
+    quiet the word. Noise within trim_db of the word counts as sound (nothing is trimmed).
+    """
     if trim_db <= 0:
         return 0, feats.shape[0] - 1
-    energy_db = 10 / np.log(10) * np.log(np.exp(feats.astype(np.float64)).sum(axis=1))
+    power = np.maximum(np.exp(feats.astype(np.float64)) - log_floor, 0).sum(axis=1)
+    energy_db = 10 * np.log10(power + 1e-30)
     loud = np.flatnonzero(energy_db >= energy_db.max() - trim_db)
     return max(0, int(loud[0]) - margin), min(feats.shape[0] - 1, int(loud[-1]) + margin)
 
 
-def time_normalize(feats: np.ndarray, frames: int, trim_db: float = 0.0) -> np.ndarray:
+def time_normalize(
+    feats: np.ndarray, frames: int, trim_db: float = 0.0, log_floor: float = 1e-6
+) -> np.ndarray:
     """Trim silent edges, then stretch the spoken span to `frames` (speaking-rate invariance).
 
     Interpolating spectrogram frames changes duration without moving pitch or formants.
     """
-    first, last = speech_span(feats, trim_db)
+    first, last = speech_span(feats, trim_db, log_floor)
     position = np.linspace(first, last, frames)
     lo = np.floor(position).astype(int)
     hi = np.minimum(lo + 1, feats.shape[0] - 1)

@@ -79,3 +79,11 @@ def test_tilt_normalisation_removes_a_microphone_tilt_and_keeps_formant_peaks() 
     np.testing.assert_allclose(a, b, atol=0.05)
     assert set(np.argsort(a.mean(axis=0))[-2:]) <= {9, 10, 11, 24, 25, 26}  # peaks survive
     assert normalize(dark.astype(np.float32), "cmvn").mean(axis=0) == pytest.approx(0, abs=1e-4)
+
+
+@pytest.mark.parametrize("level", [1.0, 1e-3])
+def test_a_quiet_word_is_found_as_well_as_a_loud_one(level: float) -> None:
+    # digital silence around the word must never pass for sound, even 45 dB down
+    feats = log_mel(word_at(0.3, 0.4) * level, FeatureParams())
+    first, last = speech_span(feats, trim_db=45, margin=0)
+    assert abs(first - 30) <= 3 and abs(last - 70) <= 3
