@@ -50,7 +50,7 @@ class FeatureParams:
     n_mels: int = 40
     fmin: float = 20.0
     fmax: float = 4000.0
-    normalize: str = "none"  # none | utterance (mean/std) | cmvn (per mel bin)
+    normalize: str = "none"  # none | utterance (mean/std) | tilt | cmvn (per mel bin)
     log_floor: float = 1e-6  # added to mel power before the log
     lifter: int = 0  # >0: keep this many cepstral coefficients (smooths out pitch harmonics)
     trim_db: float = 0.0  # >0: cut edge frames quieter than this many dB below the loudest

@@ -1,4 +1,5 @@
-"""The generalisation toolkit trains end to end: augmentation, DS-CNN, CMVN, LOSO CV."""
+"""The generalisation toolkit trains end to end: augmentation, DS-CNN, time-normalised
+features, LOSO CV; serving computes exactly the training features."""
 
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ pytestmark = pytest.mark.slow
 
 IMPROVED = {
     "model": {"architecture": "ds_cnn", "width": 16, "dropout": 0.1},
-    "features": {"normalize": "cmvn"},
+    "features": {
+        "normalize": "utterance",
+        "frames": 40,
+        "trim_db": 45.0,
+        "fmin": 100.0,
+        "fmax": 3400.0,
+    },
     "augment": {"enabled": True},
     "train": {"epochs": 2, "batch_size": 16, "lr_schedule": "cosine", "label_smoothing": 0.1},
 }
@@ -39,10 +46,10 @@ def test_augmented_ds_cnn_trains_and_exports(improved_project: Path) -> None:
     history = json.loads((improved_project / "models/train/history.json").read_text())
     assert len(history["history"]["loss"]) == 2
     features = json.loads((improved_project / "models/package/features.json").read_text())
-    assert features["normalize"] == "cmvn"
+    assert features["normalize"] == "utterance" and features["frames"] == 40
 
 
-def test_served_features_equal_training_features_with_cmvn(improved_project: Path) -> None:
+def test_served_features_equal_training_features(improved_project: Path) -> None:
     training = load_feature_set(improved_project / "data/features/features.npz")
     predictor = Predictor.from_path(improved_project / "models/package")
     served = features_of(improved_project / training.paths[3], predictor.features)
