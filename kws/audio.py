@@ -85,6 +85,13 @@ def loudest_window_start(wave: np.ndarray, n_samples: int) -> int:
     return int(np.argmax(window_energy))
 
 
+def loud_span(wave: np.ndarray, threshold_db: float = -40.0) -> tuple[int, int]:
+    """First and one-past-last sample louder than threshold_db below the peak (all if none)."""
+    level = np.abs(wave)
+    loud = np.nonzero(level > level.max() * 10 ** (threshold_db / 20))[0]
+    return (int(loud[0]), int(loud[-1]) + 1) if loud.size else (0, wave.shape[0])
+
+
 def load_clip(source: AudioSource, sample_rate: int, n_samples: int) -> np.ndarray:
     """Decode, mix to mono, resample and fit to a fixed-length clip."""
     wave, rate = decode(source)

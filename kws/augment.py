@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft
 
-from kws.audio import fit_length
+from kws.audio import fit_length, loud_span
 from kws.params import AugmentParams
 
 NOISE_COLOURS = ("white", "pink", "brown")
@@ -42,7 +42,7 @@ class Augmenter:
         p, rng, n = self.p, self.rng, clip.shape[0]
         out = clip
         if p.edge_cut > 0 and rng.random() < p.edge_cut_prob:
-            out = cut_edges(out, sample_rate, rng.uniform(0, p.edge_cut, size=2))
+            out = cut_edges(out, rng.uniform(0, p.edge_cut, size=2))
         if p.speed > 0:
             factor = rng.uniform(1 - p.speed, 1 + p.speed)
             # playing faster = fewer samples at the same rate (tempo and pitch move together);
@@ -93,14 +93,10 @@ class Augmenter:
         return out
 
 
-def cut_edges(clip: np.ndarray, sample_rate: int, fractions: np.ndarray) -> np.ndarray:
+def cut_edges(clip: np.ndarray, fractions: np.ndarray) -> np.ndarray:
     """Silence the first and last fractions of the spoken span, as a tight VAD or a late
     push-to-talk does (one FSDD speaker's recordings are cut like this)."""
-    hop = sample_rate // 100
-    frames = clip[: clip.shape[0] // hop * hop].reshape(-1, hop)
-    energy = np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
-    loud = np.flatnonzero(energy >= energy.max() - 3.0)  # within 30 dB of the loudest frame
-    start, end = int(loud[0]) * hop, (int(loud[-1]) + 1) * hop
+    start, end = loud_span(clip, threshold_db=-30.0)
     span = end - start
     out = clip.copy()
     out[: start + int(fractions[0] * span)] = 0

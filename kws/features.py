@@ -74,11 +74,9 @@ def log_mel_batch(clips: np.ndarray, fp: FeatureParams, chunk: int = 256) -> np.
 def smooth_spectrum(feats: np.ndarray, coefficients: int) -> np.ndarray:
     """Keep the spectral envelope, drop fine structure: the first cepstral coefficients
     (MFCCs) mapped back onto the mel axis, so pitch harmonics no longer ripple across bins."""
-    from scipy.fft import dct, idct
-
-    cepstrum = dct(feats, type=2, norm="ortho", axis=-1)
+    cepstrum = scipy.fft.dct(feats, type=2, norm="ortho", axis=-1)
     cepstrum[..., coefficients:] = 0
-    return idct(cepstrum, type=2, norm="ortho", axis=-1).astype(np.float32)
+    return scipy.fft.idct(cepstrum, type=2, norm="ortho", axis=-1).astype(np.float32)
 
 
 def speech_span(

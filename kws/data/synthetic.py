@@ -20,7 +20,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from kws.audio import decode, resample
+from kws.audio import decode, loud_span, resample
 from kws.data.manifest import Sample
 from kws.errors import DataError
 
@@ -181,9 +181,8 @@ def _say(exe: str, voice: Voice, word: str, take: int, rng: random.Random) -> np
 
 def trim_silence(wave: np.ndarray, threshold_db: float = -40.0) -> np.ndarray:
     """Cut leading and trailing samples quieter than threshold_db below the peak."""
-    level = np.abs(wave)
-    loud = np.nonzero(level > level.max() * 10 ** (threshold_db / 20))[0]
-    return wave[loud[0] : loud[-1] + 1] if loud.size else wave
+    start, end = loud_span(wave, threshold_db)
+    return wave[start:end]
 
 
 def generate(

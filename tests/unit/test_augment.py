@@ -127,7 +127,7 @@ def test_edge_cut_silences_the_start_and_end_of_the_word_only() -> None:
     from kws.augment import cut_edges
 
     word = clip()  # a tone from 6000 to 10000
-    out = cut_edges(word, 16000, np.array([0.25, 0.5]))
+    out = cut_edges(word, np.array([0.25, 0.5]))
     loud = np.flatnonzero(np.abs(out) > 0)
     assert abs(loud[0] - 7000) <= 160 and abs(loud[-1] - 8000) <= 160
     np.testing.assert_array_equal(out[7200:7800], word[7200:7800])
