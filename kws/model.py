@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -12,7 +14,7 @@ from kws.params import ModelParams
 if TYPE_CHECKING:
     import keras
 
-ARCHITECTURES = ("cnn", "ds_cnn", "bc_resnet")
+ARCHITECTURES = ("cnn", "ds_cnn", "bc_resnet", "speech_embedding")
 
 
 def build_model(
@@ -24,6 +26,8 @@ def build_model(
     """Build the model named in params; its normalisation layer is fitted on train_x."""
     import keras
 
+    if architecture_params.architecture == "speech_embedding":
+        return _speech_embedding_model(input_shape, n_classes, architecture_params, train_x)
     norm = keras.layers.Normalization(axis=None, name="normalize")
     norm.adapt(train_x[..., np.newaxis])
     inputs = keras.Input(shape=(*input_shape, 1), name="log_mel")
@@ -133,3 +137,105 @@ def _bc_resnet(inputs, norm, n_classes: int, p: ModelParams):
     x = layers.ReLU()(x)
     x = layers.GlobalAveragePooling2D()(x)
     return layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
+
+
+def floored_leaky_relu_layer() -> type:
+    """The speech embedding's activation, max(leaky_relu(x, 0.2), -0.4), as a Keras layer
+    (registered, so saved models load without unsafe Lambda layers)."""
+    return _floored_leaky_relu()
+
+
+def load_keras_model(path: str | Path) -> keras.Model:
+    """Load a saved Keras model of any of our architectures."""
+    import keras
+
+    floored_leaky_relu_layer()  # registers the custom layer before deserialising
+    return keras.models.load_model(path)
+
+
+@lru_cache(maxsize=1)
+def _floored_leaky_relu() -> type:
+    import keras
+
+    from kws.pretrained import FLOOR, LEAK
+
+    @keras.saving.register_keras_serializable(package="kws")
+    class FlooredLeakyReLU(keras.layers.Layer):
+        """max(leaky_relu(x, 0.2), -0.4)."""
+
+        def call(self, x):
+            return keras.ops.maximum(keras.ops.leaky_relu(x, LEAK), FLOOR)
+
+    return FlooredLeakyReLU
+
+
+def _speech_embedding_model(
+    input_shape: tuple[int, int], n_classes: int, p: ModelParams, train_x: np.ndarray | None
+):
+    """Frozen Google speech_embedding (one 96-d embedding per 80 ms), then a small head
+    whose input normalisation is fitted on the training clips' embeddings."""
+    import keras
+    from keras import layers
+
+    from kws.pretrained import (
+        EMBEDDING_SIZE,
+        N_MELS,
+        WINDOW_FRAMES,
+        conv_weights,
+        embedding_frames,
+    )
+
+    frames, mels = input_shape
+    if mels != N_MELS or frames < WINDOW_FRAMES:
+        raise ParamsError(
+            f"model.architecture speech_embedding needs {N_MELS} mel bins and at least "
+            f"{WINDOW_FRAMES} frames (features.n_mels: 32, clip_seconds >= 0.78); "
+            f"got {mels} bins x {frames} frames"
+        )
+    inputs = keras.Input(shape=(frames, mels, 1), name="log_mel")
+    x = layers.Rescaling(0.1, offset=2.0, name="embedding_scale")(inputs)  # openWakeWord's
+    x = _embedding_backbone(x, conv_weights())
+    embeddings = layers.Reshape((embedding_frames(frames), EMBEDDING_SIZE), name="embeddings")(x)
+    norm = layers.Normalization(axis=-1, name="normalize_embeddings")
+    if train_x is not None:
+        norm.adapt(keras.Model(inputs, embeddings).predict(train_x[..., np.newaxis], verbose=0))
+    x = norm(embeddings)
+    x = layers.Concatenate(name="pooled")(
+        [layers.GlobalAveragePooling1D()(x), layers.GlobalMaxPooling1D()(x)]
+    )
+    x = layers.Dropout(0.3)(x)
+    x = layers.Dense(p.width, activation="relu")(x)
+    x = layers.Dropout(p.dropout)(x)
+    outputs = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="speech_embedding")
+
+
+def _embedding_backbone(x, weights: tuple[tuple[np.ndarray, np.ndarray | None], ...]):
+    """The speech embedding's conv stack on x, frozen with the pretrained weights."""
+    from keras import layers
+
+    from kws.pretrained import LAYOUT
+
+    activation = floored_leaky_relu_layer()
+    n = 0
+    for kind, size, filters in LAYOUT:
+        if kind == "pool":
+            x = layers.MaxPooling2D(size, name=f"embedding_pool{n}")(x)
+            continue
+        if size == (3, 3):
+            x = layers.ZeroPadding2D(((0, 0), (1, 1)), name="embedding_pad")(x)
+        kernel, bias = weights[n]
+        conv = layers.Conv2D(
+            filters,
+            size,
+            padding="same" if size == (1, 3) else "valid",
+            use_bias=bias is not None,
+            trainable=False,
+            name=f"embedding_conv{n}",
+        )
+        x = conv(x)
+        conv.set_weights([kernel] if bias is None else [kernel, bias])
+        if n < len(weights) - 1:  # the last convolution is linear
+            x = activation(name=f"embedding_act{n}")(x)
+        n += 1
+    return x

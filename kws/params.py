@@ -55,6 +55,9 @@ class FeatureParams:
     lifter: int = 0  # >0: keep this many cepstral coefficients (smooths out pitch harmonics)
     trim_db: float = 0.0  # >0: cut edge frames quieter than this many dB below the loudest
     frames: int = 0  # >0: stretch the (trimmed) spectrogram to this many frames
+    center: bool = True  # frames centred on their hop (librosa) or starting at sample 0
+    scale: str = "ln"  # ln: log(mel + log_floor) | db: 10 log10, floored top_db below the peak
+    top_db: float = 80.0
 
     @property
     def clip_samples(self) -> int:
@@ -64,7 +67,11 @@ class FeatureParams:
     @property
     def n_frames(self) -> int:
         """Frames of one clip's features (librosa centres frames)."""
-        return self.frames if self.frames > 0 else 1 + self.clip_samples // self.hop_length
+        if self.frames > 0:
+            return self.frames
+        if self.center:
+            return 1 + self.clip_samples // self.hop_length
+        return 1 + (self.clip_samples - self.n_fft) // self.hop_length
 
 
 @dataclass(frozen=True)

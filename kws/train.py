@@ -17,7 +17,7 @@ import numpy as np
 
 from kws.errors import DataError, ParamsError
 from kws.features import FeatureSet
-from kws.model import build_model
+from kws.model import build_model, load_keras_model
 from kws.params import Params, TrainParams
 
 if TYPE_CHECKING:
@@ -264,13 +264,12 @@ def save_training(result: TrainResult, model_dir: Path) -> None:
 
 def load_training(model_dir: Path) -> TrainResult:
     """Read back what save_training wrote."""
-    import keras
 
     model_file, history_file = model_dir / MODEL_FILE, model_dir / HISTORY_FILE
     if not model_file.is_file() or not history_file.is_file():
         raise DataError(f"no trained model in {model_dir} (run `kws train` first)")
     info = json.loads(history_file.read_text())
-    model = keras.models.load_model(model_file)
+    model = load_keras_model(model_file)
     return TrainResult(
         model, info["labels"], info["history"], info["train_seconds"], info["best_epoch"]
     )

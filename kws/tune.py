@@ -41,7 +41,8 @@ def suggest(trial: Any, base: Params) -> Params:
     tree["train"]["learning_rate"] = trial.suggest_float("learning_rate", 3e-4, 1e-2, log=True)
     tree["model"]["dropout"] = trial.suggest_float("dropout", 0.0, 0.5)
     tree["model"]["width"] = trial.suggest_categorical("width", [32, 64, 96])
-    tree["features"]["n_mels"] = trial.suggest_categorical("n_mels", [32, 40, 64])
+    if tree["model"]["architecture"] != "speech_embedding":  # its front end is fixed
+        tree["features"]["n_mels"] = trial.suggest_categorical("n_mels", [32, 40, 64])
     strength = trial.suggest_float("augment_strength", 0.5, 1.5)
     augment = tree["augment"]
     for key in ("time_shift_ms", "speed", "gain_db", "freq_warp"):

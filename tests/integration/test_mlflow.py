@@ -126,7 +126,9 @@ def test_a_training_run_records_params_metrics_artifacts_and_tags(project: Path,
         run.data.params["model.architecture"]
         == load_params(project / "params.yaml").model.architecture
     )
-    assert run.data.params["features.n_mels"] == "40"
+    assert run.data.params["features.n_mels"] == str(
+        load_params(project / "params.yaml").features.n_mels
+    )
     history = client.get_metric_history(run.info.run_id, "val_accuracy")
     assert [m.step for m in history] == [1, 2, 3]
     for metric in (

@@ -19,6 +19,10 @@ pytestmark = pytest.mark.slow
 IMPROVED = {
     "model": {"architecture": "ds_cnn", "width": 16, "dropout": 0.1},
     "features": {
+        "clip_seconds": 1.0,
+        "n_mels": 40,
+        "center": True,
+        "scale": "ln",
         "normalize": "utterance",
         "frames": 40,
         "trim_db": 45.0,

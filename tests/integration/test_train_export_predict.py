@@ -11,6 +11,7 @@ import pytest
 from kws.data import read_manifest
 from kws.features import features_of, load_feature_set
 from kws.inference import Predictor
+from kws.model import load_keras_model
 from tests.conftest import run_kws
 
 pytestmark = pytest.mark.slow
@@ -54,11 +55,9 @@ def test_features_the_predictor_computes_equal_the_training_features(tiny_projec
 
 
 def test_tflite_probabilities_equal_keras_within_1e4(tiny_project: Path) -> None:
-    import keras
-
     training = load_feature_set(tiny_project / "data/features/features.npz")
     x = training.x[:16]
-    model = keras.models.load_model(tiny_project / "models/package/model.keras")
+    model = load_keras_model(tiny_project / "models/package/model.keras")
     keras_probs = model.predict(x[..., np.newaxis], verbose=0)
     tflite_probs = Predictor.from_path(tiny_project / "models/package").probabilities(x)
     assert np.abs(keras_probs - tflite_probs).max() < 1e-4

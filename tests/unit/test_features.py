@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from kws.errors import ParamsError
 from kws.features import log_mel, speech_span, time_normalize
 from kws.params import FeatureParams
 from tests.helpers import tone
@@ -87,3 +88,30 @@ def test_a_quiet_word_is_found_as_well_as_a_loud_one(level: float) -> None:
     feats = log_mel(word_at(0.3, 0.4) * level, FeatureParams())
     first, last = speech_span(feats, trim_db=45, margin=0)
     assert abs(first - 30) <= 3 and abs(last - 70) <= 3
+
+
+def test_db_scale_is_floored_top_db_under_the_clip_peak() -> None:
+    fp = FeatureParams(scale="db", top_db=80.0, center=False)
+    clip = np.concatenate([np.zeros(8000, np.float32), tone(0.5)])  # digital silence, then a tone
+    feats = log_mel(clip, fp)
+    assert feats.shape == (fp.n_frames, fp.n_mels) == (1 + (16000 - 512) // 160, 40)
+    assert feats.max() - feats.min() == pytest.approx(80.0, abs=1e-3)
+    louder = log_mel(clip * 10, fp)
+    np.testing.assert_allclose(louder.max() - feats.max(), 20.0, atol=1e-3)  # dB, not ln
+
+
+def test_uncentred_frames_start_at_the_first_sample() -> None:
+    clip = tone(1.0)
+    centred = log_mel(clip, FeatureParams(center=True))
+    uncentred = log_mel(clip, FeatureParams(center=False))
+    assert centred.shape[0] == 101 and uncentred.shape[0] == 97
+    # a steady tone: the same spectrum, without the zero padding of centred edge frames
+    assert uncentred[0].argmax() == centred[50].argmax()
+    assert uncentred[0].max() == pytest.approx(centred[50].max(), abs=0.05)
+    assert centred[0].max() < centred[50].max() - 0.5
+
+
+@pytest.mark.parametrize("bad", [{"scale": "bel"}, {"scale": "db", "frames": 40}])
+def test_unknown_scale_or_stretching_db_features_is_a_params_error(bad: dict) -> None:
+    with pytest.raises(ParamsError, match="features"):
+        log_mel(tone(0.5), FeatureParams(**bad))

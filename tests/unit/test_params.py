@@ -14,7 +14,8 @@ from tests.helpers import REPO
 def test_repository_params_load_with_their_values() -> None:
     params = load_params(REPO / "params.yaml")
     assert params.data.source == "fsdd"
-    assert params.features.clip_samples == 16000
+    assert params.features.clip_samples == round(16000 * params.features.clip_seconds)
+    assert params.model.architecture == "speech_embedding"
     assert params.flat()["train.epochs"] == params.train.epochs
 
 

