@@ -194,7 +194,7 @@ def _speech_embedding_model(
         )
     inputs = keras.Input(shape=(frames, mels, 1), name="log_mel")
     x = layers.Rescaling(0.1, offset=2.0, name="embedding_scale")(inputs)  # openWakeWord's
-    x = _embedding_backbone(x, conv_weights())
+    x = _embedding_backbone(x, conv_weights(), p.fine_tune)
     embeddings = layers.Reshape((embedding_frames(frames), EMBEDDING_SIZE), name="embeddings")(x)
     norm = layers.Normalization(axis=-1, name="normalize_embeddings")
     if train_x is not None:
@@ -210,8 +210,11 @@ def _speech_embedding_model(
     return keras.Model(inputs, outputs, name="speech_embedding")
 
 
-def _embedding_backbone(x, weights: tuple[tuple[np.ndarray, np.ndarray | None], ...]):
-    """The speech embedding's conv stack on x, frozen with the pretrained weights."""
+def _embedding_backbone(
+    x, weights: tuple[tuple[np.ndarray, np.ndarray | None], ...], fine_tune: int = 0
+):
+    """The speech embedding's conv stack on x with the pretrained weights, frozen but for
+    the last fine_tune convolutions."""
     from keras import layers
 
     from kws.pretrained import LAYOUT
@@ -230,7 +233,7 @@ def _embedding_backbone(x, weights: tuple[tuple[np.ndarray, np.ndarray | None], 
             size,
             padding="same" if size == (1, 3) else "valid",
             use_bias=bias is not None,
-            trainable=False,
+            trainable=n >= len(weights) - fine_tune,
             name=f"embedding_conv{n}",
         )
         x = conv(x)

@@ -102,6 +102,7 @@ class ModelParams:
     architecture: str = "cnn"
     dropout: float = 0.25
     width: int = 64
+    fine_tune: int = 0  # speech_embedding: train its last this-many convolutions too
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,15 @@ def test_only_the_head_trains_and_the_model_stays_small(tmp_path: Path) -> None:
     )
 
 
+def test_fine_tune_unfreezes_the_last_convolutions_only() -> None:
+    x = np.full((2, 97, 32), 50.0, dtype=np.float32)
+    frozen = build_model(ModelParams("speech_embedding", 0.1, 64), (97, 32), 10, x)
+    tuned = build_model(ModelParams("speech_embedding", 0.1, 64, fine_tune=1), (97, 32), 10, x)
+    last_conv = 3 * 1 * 96 * 96 + 96  # (3, 1) kernel, 96 -> 96 channels, and its bias
+    trainable = [sum(int(np.prod(w.shape)) for w in m.trainable_weights) for m in (frozen, tuned)]
+    assert trainable[1] - trainable[0] == last_conv
+
+
 def test_wrong_front_end_for_the_embedding_is_a_params_error() -> None:
     x = np.zeros((2, 101, 40), dtype=np.float32)
     with pytest.raises(ParamsError, match="32 mel bins"):
