@@ -36,6 +36,10 @@ WHEEL_SHA256 = "015467e49f08b0ef8efa433690ce70566abb72f7c36501a6fa893762b4ddc559
 MODELS_IN_WHEEL = "openwakeword/resources/models/"
 EMBEDDING_FILE = "embedding_model.tflite"
 MELSPEC_FILE = "melspectrogram.tflite"  # the reference front end, used by tests only
+MODEL_SHA256 = {
+    EMBEDDING_FILE: "c0aea21eb84a4ce90a08c870da41b7a7173b45269e6a3207c71d67c40f3a59d8",
+    MELSPEC_FILE: "96fa0adccb6e8cf95cb14465409a1a2898ee4a96a85bb9ed3c7eb0e68bf163e8",
+}
 SOURCE_ENV = "KWS_SPEECH_EMBEDDING_SOURCE"  # a local copy of the wheel, or a folder of .tflite
 CACHE_ENV = "KWS_PRETRAINED_DIR"
 
@@ -71,24 +75,33 @@ def cache_dir() -> Path:
 def model_file(name: str = EMBEDDING_FILE) -> Path:
     """Path of one of the wheel's .tflite models: from $KWS_SPEECH_EMBEDDING_SOURCE, the
     cache, or a checksummed download of the openWakeWord 0.5.1 wheel from PyPI."""
+    if name not in MODEL_SHA256:
+        raise DataError(f"unknown pretrained model file {name!r}")
     source = os.environ.get(SOURCE_ENV)
     if source:
         path = Path(source).expanduser()
         if path.is_dir():
             if not (path / name).is_file():
                 raise DataError(f"{SOURCE_ENV}={source}: no {name} in that folder")
-            return path / name
+            return _verified(path / name)
         if not path.is_file():
             raise DataError(f"{SOURCE_ENV}={source}: no such file or folder")
-        return _extract(path, name)
+        return _verified(_extract(path, name))
     target = cache_dir() / name
-    if target.is_file():
+    if target.is_file() and sha256_file(target) == MODEL_SHA256[name]:
         return target
     wheel = cache_dir() / WHEEL_URL.rsplit("/", 1)[1]
     if not wheel.is_file() or sha256_file(wheel) != WHEEL_SHA256:
         log.info("downloading the speech embedding (openWakeWord 0.5.1 wheel, 16.7 MB)")
         download(WHEEL_URL, wheel, WHEEL_SHA256)
-    return _extract(wheel, name)
+    return _verified(_extract(wheel, name))
+
+
+def _verified(path: Path) -> Path:
+    """The path, if its content is the published model (a checksum)."""
+    if sha256_file(path) != MODEL_SHA256[path.name]:
+        raise DataError(f"{path}: checksum mismatch (not openWakeWord 0.5.1's {path.name})")
+    return path
 
 
 def _extract(wheel: Path, name: str) -> Path:

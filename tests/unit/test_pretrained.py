@@ -99,3 +99,24 @@ def test_a_missing_or_wrong_local_source_is_a_data_error(
     monkeypatch.setenv(pretrained.SOURCE_ENV, str(not_a_wheel))
     with pytest.raises(DataError, match="not the openWakeWord"):
         pretrained.model_file()
+
+
+def test_a_tampered_model_in_a_source_folder_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / pretrained.EMBEDDING_FILE).write_bytes(b"not the published weights")
+    monkeypatch.setenv(pretrained.SOURCE_ENV, str(tmp_path))
+    with pytest.raises(DataError, match="checksum mismatch"):
+        pretrained.model_file()
+
+
+@pytest.mark.slow  # network: PyPI's file host
+def test_the_real_download_path_fetches_and_verifies_the_wheel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Downloads 16.7 MB from PyPI's file host, as a fresh clone does."""
+    monkeypatch.delenv(pretrained.SOURCE_ENV, raising=False)
+    monkeypatch.setenv(pretrained.CACHE_ENV, str(tmp_path))
+    path = pretrained.model_file()
+    assert path == tmp_path / pretrained.EMBEDDING_FILE
+    assert len(pretrained.conv_weights(path)) == 20
