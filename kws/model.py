@@ -139,12 +139,6 @@ def _bc_resnet(inputs, norm, n_classes: int, p: ModelParams):
     return layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
 
 
-def floored_leaky_relu_layer() -> type:
-    """The speech embedding's activation, max(leaky_relu(x, 0.2), -0.4), as a Keras layer
-    (registered, so saved models load without unsafe Lambda layers)."""
-    return _floored_leaky_relu()
-
-
 def load_keras_model(path: str | Path) -> keras.Model:
     """Load a saved Keras model of any of our architectures."""
     import keras
@@ -154,7 +148,9 @@ def load_keras_model(path: str | Path) -> keras.Model:
 
 
 @lru_cache(maxsize=1)
-def _floored_leaky_relu() -> type:
+def floored_leaky_relu_layer() -> type:
+    """The speech embedding's activation, max(leaky_relu(x, 0.2), -0.4), as a Keras layer
+    (registered, so saved models load without unsafe Lambda layers)."""
     import keras
 
     from kws.pretrained import FLOOR, LEAK

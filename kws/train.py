@@ -264,7 +264,6 @@ def save_training(result: TrainResult, model_dir: Path) -> None:
 
 def load_training(model_dir: Path) -> TrainResult:
     """Read back what save_training wrote."""
-
     model_file, history_file = model_dir / MODEL_FILE, model_dir / HISTORY_FILE
     if not model_file.is_file() or not history_file.is_file():
         raise DataError(f"no trained model in {model_dir} (run `kws train` first)")
