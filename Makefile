@@ -57,7 +57,7 @@ dvc-repro: setup  ## run the DVC pipeline (dvc.yaml) on the full dataset
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 dvc-proof: setup  ## repro, push, clone, pull, reproduce; writes docs/proofs/dvc-push-pull.md
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m kws.dvc_proof --out docs/proofs/dvc-push-pull.md
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python docs/proofs/dvc_proof.py --out docs/proofs/dvc-push-pull.md
 
 bench: setup  ## v1 baseline benchmark on the whole FSDD mirror
 	$(BIN)/python benchmarks/train_baseline.py --overlay pipelines/configs/params/baseline.yaml

@@ -28,13 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, record
 
-from kws.data import prepare
-from kws.evaluate import classification_metrics, cross_validate
+from kws.cv import cross_validate
+from kws.data import fetch, prepare
+from kws.data.features import featurize_samples
+from kws.evaluate import fit_and_score
 from kws.export import export_package
-from kws.features import features_of_waveform, featurize
+from kws.features import features_of_waveform
 from kws.inference import Predictor
 from kws.params import Params, PathParams, resolve_params
-from kws.train import encode, train
 
 
 def _timed_ms(call: Callable[[], object], runs: int) -> dict[str, float]:
@@ -73,15 +74,12 @@ def front_end_latency_ms(package: Path, runs: int = 500) -> dict[str, float]:
 def full_training(params: Params, tmp: Path) -> dict[str, object]:
     """Train on the default split from scratch (features included), export, measure."""
     start = time.perf_counter()
+    fetch(params)
     samples, info = prepare(params)
-    features = featurize(samples, params.features)
-    result = train(features, info["labels"], params, cache_dir=tmp / "clips")
+    features = featurize_samples(samples, params.features)
+    fitted = fit_and_score(features, info["labels"], params, cache_dir=tmp / "clips")
     wall = time.perf_counter() - start
-    x_test, y_test = features.split("test")
-    probs = result.model.predict(x_test[..., None], verbose=0)
-    metrics = classification_metrics(
-        encode(y_test, info["labels"]), probs.argmax(axis=1), info["labels"]
-    )
+    result, metrics = fitted.result, fitted.metrics
     package = export_package(result.model, info["labels"], params.features, {}, tmp / "package")
     return {
         "full_train_wall_seconds": round(wall, 1),

@@ -18,11 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import record
 
-from kws.data import prepare
-from kws.evaluate import classification_metrics
-from kws.features import featurize
+from kws.data import fetch, prepare
+from kws.data.features import featurize_samples
+from kws.evaluate import fit_and_score
 from kws.params import PathParams, resolve_params
-from kws.train import encode, train
 
 
 def main() -> None:
@@ -36,17 +35,14 @@ def main() -> None:
         paths = PathParams(**{k: str(Path(tmp) / v) for k, v in PathParams().__dict__.items()})
         params = params.replace(paths=paths)
         start = time.perf_counter()
+        fetch(params)
         samples, info = prepare(params)
         t_data = time.perf_counter() - start
         t0 = time.perf_counter()
-        features = featurize(samples, params.features)  # no cache: measure extraction
+        features = featurize_samples(samples, params.features)  # no cache: measure extraction
         t_features = time.perf_counter() - t0
-        result = train(features, info["labels"], params, cache_dir=Path(tmp) / "clips")
-        x_test, y_test = features.split("test")
-        probs = result.model.predict(x_test[..., None], verbose=0)
-        metrics = classification_metrics(
-            encode(y_test, info["labels"]), probs.argmax(axis=1), info["labels"]
-        )
+        fitted = fit_and_score(features, info["labels"], params, cache_dir=Path(tmp) / "clips")
+        result, metrics = fitted.result, fitted.metrics
         total = time.perf_counter() - start
     figures = {
         "config": {

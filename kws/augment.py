@@ -1,15 +1,21 @@
-"""Training-time augmentation: waveform perturbations, noise, frequency warping, SpecAugment.
+"""Training-time augmentation: waveform perturbations, noise, frequency warping, SpecAugment,
+and the batches of freshly augmented features that training fits on (with mixup).
 
 Everything here runs on the train split only; serving never augments.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import scipy.fft
 
-from kws.audio import fit_length, loud_span
-from kws.params import AugmentParams
+from kws.audio import decode, fit_length, loud_span, resample
+from kws.features import log_mel_batch
+from kws.params import AugmentParams, Params
 
 NOISE_COLOURS = ("white", "pink", "brown")
 
@@ -140,3 +146,80 @@ def _warp_mel_axis(feats: np.ndarray, alpha: float) -> np.ndarray:
     hi = np.minimum(lo + 1, mels - 1)
     frac = (source - lo).astype(np.float32)
     return feats[:, lo] * (1 - frac) + feats[:, hi] * frac
+
+
+def background_noise(params: Params) -> list[np.ndarray]:
+    """Speech Commands' _background_noise_ recordings (16 kHz mono), when the data has them."""
+    folder = Path(params.paths.raw) / "speech_commands" / "_background_noise_"
+    noises = []
+    for path in sorted(folder.glob("*.wav")) if params.data.source == "speech_commands" else []:
+        wave, rate = decode(path)
+        noises.append(resample(wave, rate, params.features.sample_rate))
+    return noises
+
+
+def _augmented_batches_class() -> type:
+    import keras
+
+    class _AugmentedBatches(keras.utils.PyDataset):
+        """Batches of freshly augmented features; new perturbations every epoch."""
+
+        def __init__(self, clips: np.ndarray, y: np.ndarray, params: Params, batch_size: int):
+            super().__init__()
+            self.clips, self.y, self.batch_size = clips, y, batch_size
+            self.mixup, self.seed, self.epoch = params.train.mixup, params.seed, 0
+            self.fp = params.features
+            self.augmenter = Augmenter(params.augment, params.seed, background_noise(params))
+            self.rng = np.random.default_rng(params.seed + 1)
+            self.x, self.order = self._make_epoch()
+            # the next epoch is augmented in a thread while Keras trains on this one;
+            # epochs are still made one after the other, so runs stay reproducible
+            self._pool = ThreadPoolExecutor(max_workers=1)
+            self._next = self._pool.submit(self._make_epoch)
+
+        def _make_epoch(self) -> tuple[np.ndarray, np.ndarray]:
+            aug, rate = self.augmenter, self.fp.sample_rate
+            waves = np.stack([aug.waveform(clip, rate) for clip in self.clips])
+            feats = log_mel_batch(waves, self.fp)
+            x = np.stack([aug.spectrogram(f) for f in feats])[..., np.newaxis]
+            return x, self.rng.permutation(len(self.clips))
+
+        def close(self) -> None:
+            """Stop preparing epochs nobody will train on."""
+            self._next.cancel()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+        def __len__(self) -> int:
+            return int(np.ceil(len(self.clips) / self.batch_size))
+
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+            rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+            if self.mixup <= 0:
+                return self.x[rows], self.y[rows]
+            return mix(self.x[rows], self.y[rows], self.mixup, self._mix_rng(index))
+
+        def _mix_rng(self, index: int) -> np.random.Generator:
+            return np.random.default_rng([self.seed, self.epoch, index])
+
+        def on_epoch_end(self) -> None:
+            self.x, self.order = self._next.result()
+            self.epoch += 1
+            self._next = self._pool.submit(self._make_epoch)
+
+    return _AugmentedBatches
+
+
+def mix(
+    x: np.ndarray, y: np.ndarray, alpha: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mixup: each example blended with another of the batch, labels blended alike."""
+    weight = rng.beta(alpha, alpha, size=len(x)).astype(np.float32)
+    weight = np.maximum(weight, 1 - weight)  # the first example stays the main one
+    partner = rng.permutation(len(x))
+    wx = weight.reshape(-1, *([1] * (x.ndim - 1)))
+    return wx * x + (1 - wx) * x[partner], weight[:, None] * y + (1 - weight[:, None]) * y[partner]
+
+
+def augmented_batches(clips: np.ndarray, y: np.ndarray, params: Params, batch_size: int) -> Any:
+    """A Keras PyDataset of augmented training batches (keras imported lazily)."""
+    return _augmented_batches_class()(clips, y, params, batch_size)

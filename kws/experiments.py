@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kws import stages, tracking
+from kws.errors import ParamsError
 from kws.params import Params, PathParams, flatten, params_from_dict
 
 log = logging.getLogger(__name__)
@@ -52,22 +53,21 @@ def variation_params(params: Params, name: str, root: Path) -> Params:
 
 def run_experiments(params: Params, names: list[str], root: Path) -> list[ExperimentRow]:
     """Train and evaluate each variation on the same prepared data; return the table rows."""
-    from kws import evaluate, train
-    from kws.data import prepare
-
     unknown = sorted(set(names) - set(VARIATIONS))
     if unknown:
-        from kws.errors import ParamsError
-
         raise ParamsError(f"unknown variation(s) {unknown} (choose from {', '.join(VARIATIONS)})")
-    prepare(variation_params(params, names[0], root))  # the baseline's data, shared
+    first = variation_params(params, names[0], root)
+    stages.fetch(first)
+    stages.prepare(first)  # the baseline's data, shared
     rows = []
     for name in names:
         p = variation_params(params, name, root)
         log.info("experiment %s: %s", name, flatten(VARIATIONS[name]) or "baseline")
-        result = train.run(p, run_name=name)
-        metrics = evaluate.run(p)
-        run_id = json.loads((Path(p.paths.model) / "mlflow_run.json").read_text())["run_id"]
+        stages.featurize(p)
+        result = stages.train(p, run_name=name)
+        metrics = stages.evaluate(p)
+        mlrun = tracking.load_run(Path(p.paths.model))
+        run_id = mlrun.run_id if mlrun else ""
         rows.append(
             ExperimentRow(
                 name=name,
@@ -128,9 +128,7 @@ def comparison_rows(storage: str | None, study_name: str | None) -> list[dict[st
     """Latest run of each variation in the experiments experiment, plus the best trial."""
     from mlflow.tracking import MlflowClient
 
-    from kws.tracking import configure
-
-    configure()
+    tracking.configure()
     client = MlflowClient()
     rows: list[dict[str, Any]] = []
     experiment = client.get_experiment_by_name(EXPERIMENT)
@@ -150,7 +148,7 @@ def comparison_rows(storage: str | None, study_name: str | None) -> list[dict[st
         order = list(VARIATIONS)
         rows.sort(key=lambda r: order.index(r["run"]) if r["run"] in order else len(order))
     if storage and study_name:
-        import optuna
+        import optuna  # heavy: only a study needs it
 
         try:
             best = optuna.load_study(study_name=study_name, storage=storage).best_trial
@@ -207,7 +205,7 @@ def write_comparison(
 
 def study_commands(storage: str, study_name: str) -> list[str]:
     """Command lines that added trials to a study (empty if there is no such study)."""
-    import optuna
+    import optuna  # heavy: only a study needs it
 
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)

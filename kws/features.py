@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import scipy.fft
-from tqdm import tqdm
 
 from kws.audio import AudioSource, load_clip, waveform_to_clip
-from kws.data.manifest import Sample
-from kws.errors import AudioError, DataError, ParamsError
-from kws.params import FeatureParams, Params
-
-log = logging.getLogger(__name__)
+from kws.errors import ParamsError
+from kws.params import FeatureParams
 
 
 @lru_cache(maxsize=8)
@@ -156,126 +145,3 @@ def features_of(source: AudioSource, fp: FeatureParams) -> np.ndarray:
 def features_of_waveform(wave: np.ndarray, rate: int, fp: FeatureParams) -> np.ndarray:
     """Features of a waveform at any sample rate."""
     return log_mel(waveform_to_clip(wave, rate, fp.sample_rate, fp.clip_samples), fp)
-
-
-@dataclass
-class FeatureSet:
-    """Features of a whole manifest, aligned with its samples."""
-
-    x: np.ndarray  # (n, frames, n_mels) float32
-    labels: np.ndarray  # (n,) str
-    splits: np.ndarray  # (n,) str
-    paths: np.ndarray  # (n,) str
-    skipped: list[str]
-
-    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """Features and labels of one split."""
-        mask = self.splits == name
-        return self.x[mask], self.labels[mask]
-
-
-def cache_key(fp: FeatureParams, dhash: str) -> str:
-    """Cache key: the feature parameters and the data content hash."""
-    blob = json.dumps({"features": dataclasses.asdict(fp), "data": dhash}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def featurize(
-    samples: Sequence[Sample], fp: FeatureParams, cache_dir: Path | None = None, dhash: str = ""
-) -> FeatureSet:
-    """Features of every sample, from the cache when the data and parameters are unchanged."""
-    cache = cache_dir / f"features-{cache_key(fp, dhash)}.npz" if cache_dir and dhash else None
-    if cache is not None and cache.is_file():
-        log.info("features from cache %s", cache)
-        return load_feature_set(cache)
-    rows, kept, skipped = [], [], []
-    for sample in tqdm(samples, desc="features", unit="file"):
-        try:
-            rows.append(features_of(sample.path, fp))
-            kept.append(sample)
-        except AudioError as exc:
-            skipped.append(f"{sample.path}: {exc}")
-    if skipped:
-        log.warning("skipped %d unreadable file(s), e.g. %s", len(skipped), skipped[0])
-    if not rows:
-        raise DataError("no readable audio: every file was skipped")
-    fs = FeatureSet(
-        x=np.stack(rows),
-        labels=np.array([s.label for s in kept]),
-        splits=np.array([s.split for s in kept]),
-        paths=np.array([s.path for s in kept]),
-        skipped=skipped,
-    )
-    if cache is not None:
-        save_feature_set(fs, cache, cache.stem.removeprefix("features-"))
-    return fs
-
-
-def save_feature_set(fs: FeatureSet, path: Path, key: str = "") -> None:
-    """Write a FeatureSet atomically (npz)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(
-        tmp,
-        x=fs.x,
-        labels=fs.labels,
-        splits=fs.splits,
-        paths=fs.paths,
-        skipped=np.array(fs.skipped, dtype=str),
-        key=np.array(key),
-    )
-    tmp.replace(path)
-
-
-def load_feature_set(path: Path) -> FeatureSet:
-    """Read a FeatureSet written by save_feature_set."""
-    if not path.is_file():
-        raise DataError(f"features not found: {path} (run `kws featurize` first)")
-    with np.load(path) as z:
-        return FeatureSet(z["x"], z["labels"], z["splits"], z["paths"], list(z["skipped"]))
-
-
-FEATURES_FILE = "features.npz"
-
-
-def run(params: Params) -> FeatureSet:
-    """Features of the prepared manifest, written to paths.features (cached by content)."""
-    from kws.data import DATA_INFO, MANIFEST, read_manifest
-
-    prepared = Path(params.paths.prepared)
-    samples = read_manifest(prepared / MANIFEST)
-    dhash = json.loads((prepared / DATA_INFO).read_text())["data_hash"]
-    out = Path(params.paths.features) / FEATURES_FILE
-    key = cache_key(params.features, dhash)
-    if out.is_file() and _stored_key(out) == key:
-        return load_feature_set(out)
-    fs = featurize(samples, params.features, Path(params.paths.cache) / "features", dhash)
-    save_feature_set(fs, out, key)
-    return fs
-
-
-def _stored_key(path: Path) -> str:
-    with np.load(path) as z:
-        return str(z["key"]) if "key" in z else ""
-
-
-def clips_of(paths: Sequence[str], fp: FeatureParams, cache_dir: Path | None = None) -> np.ndarray:
-    """Fixed-length clips (n, samples) of readable files, for augmentation; cached by content."""
-    digest = hashlib.sha256(json.dumps(dataclasses.asdict(fp), sort_keys=True).encode())
-    for path in paths:
-        digest.update(path.encode() + hashlib.md5(Path(path).read_bytes()).digest())
-    cache = cache_dir / f"clips-{digest.hexdigest()[:16]}.npy" if cache_dir else None
-    if cache is not None and cache.is_file():
-        return np.load(cache)
-    clips = np.stack(
-        [
-            load_clip(p, fp.sample_rate, fp.clip_samples)
-            for p in tqdm(paths, desc="decode clips", unit="file")
-        ]
-    )
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.stem + ".tmp.npy")
-        np.save(tmp, clips)
-        tmp.replace(cache)
-    return clips

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from threading import Lock
 from typing import Any
@@ -14,10 +13,11 @@ from typing import Any
 import numpy as np
 
 from kws.audio import AudioSource
-from kws.errors import ModelPackageError
-from kws.export import FEATURES_FILE, LABELS_FILE, METADATA_FILE, TFLITE_FILE
 from kws.features import features_of, features_of_waveform
+from kws.package import read_package
 from kws.params import FeatureParams
+
+DEFAULT_TOP_K = 3  # classes listed in a prediction's JSON
 
 
 @contextmanager
@@ -50,15 +50,20 @@ def serve_single_threaded() -> None:
 
 @dataclass(frozen=True)
 class Prediction:
-    """What the model says about one clip."""
+    """What the model says about one clip: the label, its probability, every class's."""
 
     label: str
     confidence: float
-    top_k: list[dict[str, float | str]] = field(default_factory=list)
+    probabilities: dict[str, float]  # every class, in the model's label order
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return asdict(self)
+    def top_k(self, k: int = DEFAULT_TOP_K) -> list[dict[str, Any]]:
+        """The k most likely classes, most likely first."""
+        ranked = sorted(self.probabilities.items(), key=lambda item: -item[1])
+        return [{"label": label, "probability": p} for label, p in ranked[: max(1, k)]]
+
+    def to_dict(self, top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
+        """JSON-ready dict: label, confidence and the top-k classes."""
+        return {"label": self.label, "confidence": self.confidence, "top_k": self.top_k(top_k)}
 
 
 class Predictor:
@@ -89,20 +94,10 @@ class Predictor:
     @classmethod
     def from_path(cls, package_dir: str | Path, num_threads: int | None = None) -> Predictor:
         """Load a model package directory written by kws.export."""
-        root = Path(package_dir)
-        missing = [n for n in (TFLITE_FILE, LABELS_FILE, FEATURES_FILE) if not (root / n).is_file()]
-        if not root.is_dir() or missing:
-            raise ModelPackageError(
-                f"{root} is not a model package (missing: {', '.join(missing) or 'folder'})"
-            )
-        try:
-            labels = json.loads((root / LABELS_FILE).read_text())
-            features = FeatureParams(**json.loads((root / FEATURES_FILE).read_text()))
-            meta_file = root / METADATA_FILE
-            metadata = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-        except (ValueError, TypeError) as exc:
-            raise ModelPackageError(f"{root}: malformed package metadata ({exc})") from exc
-        return cls((root / TFLITE_FILE).read_bytes(), labels, features, metadata, num_threads)
+        package = read_package(package_dir)
+        return cls(
+            package.model_bytes, package.labels, package.features, package.metadata, num_threads
+        )
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """Class probabilities for a batch (n, frames, n_mels) of features."""
@@ -116,7 +111,7 @@ class Predictor:
         return np.stack(out)
 
     def predict(
-        self, audio: AudioSource | np.ndarray, sample_rate: int | None = None, top_k: int = 3
+        self, audio: AudioSource | np.ndarray, sample_rate: int | None = None
     ) -> Prediction:
         """Predict from WAV bytes, an audio file path, or a waveform (with its sample rate)."""
         if isinstance(audio, np.ndarray):
@@ -125,13 +120,13 @@ class Predictor:
             )
         else:
             feats = features_of(audio, self.features)
-        return self.explain(self.probabilities(feats[np.newaxis])[0], top_k)
+        return self.explain(self.probabilities(feats[np.newaxis])[0])
 
-    def explain(self, probs: np.ndarray, top_k: int = 3) -> Prediction:
+    def explain(self, probs: np.ndarray) -> Prediction:
         """Turn a probability vector into a Prediction."""
-        order = np.argsort(probs)[::-1][: max(1, top_k)]
+        best = int(np.argmax(probs))
         return Prediction(
-            label=self.labels[int(order[0])],
-            confidence=float(probs[order[0]]),
-            top_k=[{"label": self.labels[int(i)], "probability": float(probs[i])} for i in order],
+            label=self.labels[best],
+            confidence=float(probs[best]),
+            probabilities={label: float(p) for label, p in zip(self.labels, probs, strict=True)},
         )

@@ -10,6 +10,16 @@ import numpy as np
 
 from kws.errors import ParamsError
 from kws.params import ModelParams
+from kws.pretrained import (
+    EMBEDDING_SIZE,
+    FLOOR,
+    LAYOUT,
+    LEAK,
+    N_MELS,
+    WINDOW_FRAMES,
+    conv_weights,
+    embedding_frames,
+)
 
 if TYPE_CHECKING:
     import keras
@@ -153,8 +163,6 @@ def floored_leaky_relu_layer() -> type:
     (registered, so saved models load without unsafe Lambda layers)."""
     import keras
 
-    from kws.pretrained import FLOOR, LEAK
-
     @keras.saving.register_keras_serializable(package="kws")
     class FlooredLeakyReLU(keras.layers.Layer):
         """max(leaky_relu(x, 0.2), -0.4)."""
@@ -172,14 +180,6 @@ def _speech_embedding_model(
     whose input normalisation is fitted on the training clips' embeddings."""
     import keras
     from keras import layers
-
-    from kws.pretrained import (
-        EMBEDDING_SIZE,
-        N_MELS,
-        WINDOW_FRAMES,
-        conv_weights,
-        embedding_frames,
-    )
 
     frames, mels = input_shape
     if mels != N_MELS or frames < WINDOW_FRAMES:
@@ -212,8 +212,6 @@ def _embedding_backbone(
     """The speech embedding's conv stack on x with the pretrained weights, frozen but for
     the last fine_tune convolutions."""
     from keras import layers
-
-    from kws.pretrained import LAYOUT
 
     activation = floored_leaky_relu_layer()
     n = 0

@@ -1,24 +1,27 @@
-"""MLflow model registry: the pyfunc wrapper, versions, champion/challenger aliases, gate."""
+"""MLflow model registry: registering packages as versions, champion/challenger aliases and
+their history (promotion and rollback)."""
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 import pandas as pd
-from mlflow.pyfunc import PythonModel
 
-from kws.errors import AudioError, KwsError
-from kws.inference import Predictor
+from kws import tracking
+from kws.errors import KwsError
+from kws.package import read_metadata
 
 log = logging.getLogger(__name__)
+# The pyfunc flavour's code, handed to MLflow as a file ("models from code"): the serving
+# adapter is not imported here, MLflow runs the file where the model is loaded.
+PYFUNC_CODE = Path(__file__).resolve().parent / "serving" / "pyfunc.py"
 CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY_TAG = "champion_history"
 MODEL_ARTIFACT = "model"
@@ -26,58 +29,6 @@ MODEL_ARTIFACT = "model"
 
 class RegistryError(KwsError):
     """A registry operation cannot be done (no such version, nothing to roll back to...)."""
-
-
-class KwsPyfunc(PythonModel):
-    """MLflow pyfunc over kws.inference.Predictor: WAV bytes or waveforms in, labels out."""
-
-    def load_context(self, context: Any) -> None:
-        """Load the model package shipped as an artifact."""
-        from kws.inference import serve_single_threaded
-
-        serve_single_threaded()
-        self.predictor = Predictor.from_path(context.artifacts["package"])
-
-    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
-        """One row per clip: column `audio` (WAV bytes) or `waveform` + `sample_rate`."""
-        rows = []
-        for record in model_input.to_dict(orient="records"):
-            try:
-                prediction = self._predict_one(record)
-            except AudioError as exc:
-                from mlflow.exceptions import MlflowException
-                from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-
-                raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from exc
-            probabilities = {t["label"]: t["probability"] for t in prediction.top_k}
-            rows.append(
-                {
-                    "label": prediction.label,
-                    "confidence": prediction.confidence,
-                    "probabilities": json.dumps(probabilities),
-                }
-            )
-        return pd.DataFrame(rows, columns=["label", "confidence", "probabilities"])
-
-    def _predict_one(self, record: dict[str, Any]) -> Any:
-        labels = len(self.predictor.labels)
-        audio = record.get("audio")
-        if isinstance(audio, bytes | bytearray) and audio:
-            return self.predictor.predict(bytes(audio), top_k=labels)
-        if isinstance(audio, str) and audio:
-            return self.predictor.predict(base64.b64decode(audio), top_k=labels)
-        waveform = record.get("waveform")
-        if waveform is not None and len(waveform):
-            rate_value = record.get("sample_rate")
-            rate = (
-                int(rate_value)
-                if rate_value is not None and rate_value == rate_value
-                else self.predictor.features.sample_rate
-            )
-            return self.predictor.predict(
-                np.asarray(waveform, dtype=np.float32), rate, top_k=labels
-            )
-        raise AudioError("each row needs `audio` (WAV bytes) or `waveform` (+ `sample_rate`)")
 
 
 def signature_and_example(example_wav: bytes) -> tuple[Any, pd.DataFrame]:
@@ -109,7 +60,7 @@ def log_pyfunc(run_id: str, package_dir: Path, example_wav: bytes) -> str:
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
-            python_model=KwsPyfunc(),
+            python_model=str(PYFUNC_CODE),
             artifacts={"package": str(package_dir)},
             signature=signature,
             input_example=example,
@@ -143,9 +94,7 @@ class Registry:
     def __init__(self, name: str) -> None:
         from mlflow.tracking import MlflowClient
 
-        from kws.tracking import configure
-
-        configure()
+        tracking.configure()
         self.name = name
         self.client = MlflowClient()
 
@@ -264,50 +213,26 @@ class Registry:
         return Path(target) / "artifacts" / "package"
 
 
-@dataclass(frozen=True)
-class GateDecision:
-    """What `kws registry gate` decided and why."""
-
-    promoted: bool
-    champion: str
-    challenger: str
-    champion_accuracy: float
-    challenger_accuracy: float
-    margin: float
-
-    @property
-    def reason(self) -> str:
-        """One sentence a person can read in CI logs."""
-        delta = self.challenger_accuracy - self.champion_accuracy
-        verdict = "promoted" if self.promoted else "kept champion"
-        return (
-            f"{verdict}: challenger v{self.challenger} accuracy "
-            f"{self.challenger_accuracy:.4f} vs champion v{self.champion} "
-            f"{self.champion_accuracy:.4f} (gain {delta:+.4f}, margin {self.margin:.4f})"
-        )
-
-
-def gate(registry: Registry, samples: list[Any], margin: float) -> GateDecision:
-    """Evaluate challenger and champion on the same samples; promote a clearly better one."""
-    from kws.evaluate import evaluate_samples
-
-    champion, challenger = registry.alias_version(CHAMPION), registry.alias_version(CHALLENGER)
-    if champion is None or challenger is None:
+def register_package(package: Path, model_name: str, example_wav: bytes) -> str:
+    """Log a package (trained in a tracked run: its metadata.json) as a pyfunc model and
+    register it as a new version tagged with its metrics, code, data and params."""
+    metadata = read_metadata(package)
+    if not metadata:
+        raise RegistryError(f"no model package in {package} (run `kws export` first)")
+    run_id = metadata.get("mlflow_run_id")
+    if not run_id:
         raise RegistryError(
-            f"gate needs both aliases (champion: {champion or 'none'}, "
-            f"challenger: {challenger or 'none'})"
+            f"{package} was not trained in a tracked MLflow run: nothing to register"
         )
-    if champion == challenger:
-        raise RegistryError(f"champion and challenger are the same version ({champion})")
-    accuracy = {
-        version: evaluate_samples(Predictor.from_path(registry.download_package(version)), samples)[
-            "accuracy"
-        ]
-        for version in (champion, challenger)
+    tracking.configure()
+    model_uri = log_pyfunc(run_id, package, example_wav)
+    tags = {
+        "data_hash": str(metadata["data_hash"]),
+        "git_commit": str(metadata["git_commit"]),
+        "params_hash": str(metadata["params_hash"]),
+        "architecture": str(metadata.get("architecture", "")),
+        **{k: str(v) for k, v in metadata.get("metrics", {}).items()},
     }
-    promoted = accuracy[challenger] >= accuracy[champion] + margin
-    if promoted:
-        registry.promote(challenger)
-    return GateDecision(
-        promoted, champion, challenger, accuracy[champion], accuracy[challenger], margin
-    )
+    if os.environ.get(tracking.PIPELINE_RUN_ENV):
+        tags["pipeline_run_id"] = os.environ[tracking.PIPELINE_RUN_ENV]
+    return Registry(model_name).register(model_uri, tags)

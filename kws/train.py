@@ -1,4 +1,4 @@
-"""Seeded training with early stopping, per-epoch history and a progress bar."""
+"""Fit: seeded training with early stopping, per-epoch history and a progress bar."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import os
 import random
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kws.augment import augmented_batches
+from kws.data.features import FeatureSet, clips_of
 from kws.errors import DataError, ParamsError
-from kws.features import FeatureSet
 from kws.model import build_model, load_keras_model
 from kws.params import Params, TrainParams
 
@@ -103,8 +103,6 @@ def train(
     model = build_model(params.model, x_train.shape[1:3], len(labels), x_train)
     y_train_1h = _one_hot(encode(y_train, labels), len(labels))
     if params.augment.enabled:
-        from kws.features import clips_of
-
         clips = clips_of(
             list(features.paths[features.splits == "train"]), params.features, cache_dir
         )
@@ -162,88 +160,6 @@ def _learning_rate(t: TrainParams, steps_per_epoch: int) -> Any:
     raise ParamsError(f"unknown train.lr_schedule {t.lr_schedule!r} (constant, cosine)")
 
 
-def background_noise(params: Params) -> list[np.ndarray]:
-    """Speech Commands' _background_noise_ recordings (16 kHz mono), when the data has them."""
-    from kws.audio import decode, resample
-
-    folder = Path(params.paths.raw) / "speech_commands" / "_background_noise_"
-    noises = []
-    for path in sorted(folder.glob("*.wav")) if params.data.source == "speech_commands" else []:
-        wave, rate = decode(path)
-        noises.append(resample(wave, rate, params.features.sample_rate))
-    return noises
-
-
-def _augmented_batches_class() -> type:
-    import keras
-
-    from kws.augment import Augmenter
-    from kws.features import log_mel_batch
-
-    class _AugmentedBatches(keras.utils.PyDataset):
-        """Batches of freshly augmented features; new perturbations every epoch."""
-
-        def __init__(self, clips: np.ndarray, y: np.ndarray, params: Params, batch_size: int):
-            super().__init__()
-            self.clips, self.y, self.batch_size = clips, y, batch_size
-            self.mixup, self.seed, self.epoch = params.train.mixup, params.seed, 0
-            self.fp = params.features
-            self.augmenter = Augmenter(params.augment, params.seed, background_noise(params))
-            self.rng = np.random.default_rng(params.seed + 1)
-            self.x, self.order = self._make_epoch()
-            # the next epoch is augmented in a thread while Keras trains on this one;
-            # epochs are still made one after the other, so runs stay reproducible
-            self._pool = ThreadPoolExecutor(max_workers=1)
-            self._next = self._pool.submit(self._make_epoch)
-
-        def _make_epoch(self) -> tuple[np.ndarray, np.ndarray]:
-            aug, rate = self.augmenter, self.fp.sample_rate
-            waves = np.stack([aug.waveform(clip, rate) for clip in self.clips])
-            feats = log_mel_batch(waves, self.fp)
-            x = np.stack([aug.spectrogram(f) for f in feats])[..., np.newaxis]
-            return x, self.rng.permutation(len(self.clips))
-
-        def close(self) -> None:
-            """Stop preparing epochs nobody will train on."""
-            self._next.cancel()
-            self._pool.shutdown(wait=False, cancel_futures=True)
-
-        def __len__(self) -> int:
-            return int(np.ceil(len(self.clips) / self.batch_size))
-
-        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-            rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-            if self.mixup <= 0:
-                return self.x[rows], self.y[rows]
-            return mix(self.x[rows], self.y[rows], self.mixup, self._mix_rng(index))
-
-        def _mix_rng(self, index: int) -> np.random.Generator:
-            return np.random.default_rng([self.seed, self.epoch, index])
-
-        def on_epoch_end(self) -> None:
-            self.x, self.order = self._next.result()
-            self.epoch += 1
-            self._next = self._pool.submit(self._make_epoch)
-
-    return _AugmentedBatches
-
-
-def mix(
-    x: np.ndarray, y: np.ndarray, alpha: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mixup: each example blended with another of the batch, labels blended alike."""
-    weight = rng.beta(alpha, alpha, size=len(x)).astype(np.float32)
-    weight = np.maximum(weight, 1 - weight)  # the first example stays the main one
-    partner = rng.permutation(len(x))
-    wx = weight.reshape(-1, *([1] * (x.ndim - 1)))
-    return wx * x + (1 - wx) * x[partner], weight[:, None] * y + (1 - weight[:, None]) * y[partner]
-
-
-def augmented_batches(clips: np.ndarray, y: np.ndarray, params: Params, batch_size: int) -> Any:
-    """A Keras PyDataset of augmented training batches (keras imported lazily)."""
-    return _augmented_batches_class()(clips, y, params, batch_size)
-
-
 def save_training(result: TrainResult, model_dir: Path) -> None:
     """Write the Keras model, history and labels to model_dir."""
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -272,50 +188,3 @@ def load_training(model_dir: Path) -> TrainResult:
     return TrainResult(
         model, info["labels"], info["history"], info["train_seconds"], info["best_epoch"]
     )
-
-
-def run(params: Params, callbacks: Sequence[Any] = (), run_name: str | None = None) -> TrainResult:
-    """Train on the prepared data, save the model to paths.model, track it in MLflow."""
-    from kws import tracking
-    from kws.data import DATA_INFO
-    from kws.evaluate import plot_training_curves
-    from kws.features import run as featurize
-
-    features = featurize(params)
-    info = json.loads((Path(params.paths.prepared) / DATA_INFO).read_text())
-    model_dir, reports = Path(params.paths.model), Path(params.paths.reports)
-    with tracking.training_run(
-        params, info["data_hash"], params.registry.experiment, run_name
-    ) as mlrun:
-        result = train(
-            features,
-            info["labels"],
-            params,
-            [mlrun.epoch_callback(), *callbacks],
-            cache_dir=Path(params.paths.cache) / "clips",
-        )
-        save_training(result, model_dir)
-        tracking.save_run_id(mlrun.run_id, model_dir)
-        plot_training_curves(result.history, reports / "training_curves.png")
-        write_history_csv(result.history, reports / "history.csv")
-        mlrun.log_metrics(
-            {
-                "train_seconds": result.seconds,
-                "best_epoch": result.best_epoch,
-                "parameters": result.model.count_params(),
-            }
-        )
-        for name in ("training_curves.png", "history.csv"):
-            mlrun.log_artifact(reports / name, "reports")
-        mlrun.log_artifact(model_dir / HISTORY_FILE, "reports")
-    return result
-
-
-def write_history_csv(history: dict[str, list[float]], path: Path) -> None:
-    """Per-epoch metrics as CSV (epoch, loss, accuracy, ...) for `dvc plots`."""
-    keys = sorted(history)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [",".join(["epoch", *keys])]
-    for epoch in range(len(history[keys[0]]) if keys else 0):
-        rows.append(",".join([str(epoch + 1), *(f"{history[k][epoch]:.6f}" for k in keys)]))
-    path.write_text("\n".join(rows) + "\n")

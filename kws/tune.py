@@ -7,15 +7,18 @@ Trials are MLflow runs nested under one parent run per study.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
+from kws import tracking
+from kws.data import load_prepared
+from kws.data.features import featurize_samples
+from kws.errors import KwsError
+from kws.evaluate import fit_and_score
 from kws.params import Params, params_from_dict
 
 log = logging.getLogger(__name__)
@@ -73,22 +76,14 @@ def pruning_callback(trial: Any) -> Any:
 
 def objective_factory(base: Params, experiment: str, parent_run_id: str) -> Any:
     """The Optuna objective over the prepared data (features cached per n_mels)."""
-    import optuna
+    import optuna  # heavy: only tuning needs it
 
-    from kws import tracking
-    from kws.data import DATA_INFO, MANIFEST, read_manifest
-    from kws.evaluate import classification_metrics
-    from kws.features import featurize
-    from kws.train import encode, train
-
-    prepared = Path(base.paths.prepared)
-    samples = read_manifest(prepared / MANIFEST)
-    info = json.loads((prepared / DATA_INFO).read_text())
+    samples, info = load_prepared(base)
     labels = info["labels"]
 
     def objective(trial: optuna.Trial) -> float:
         params = suggest(trial, base)
-        features = featurize(
+        features = featurize_samples(
             samples, params.features, Path(params.paths.cache) / "features", info["data_hash"]
         )
         with tracking.training_run(
@@ -100,17 +95,15 @@ def objective_factory(base: Params, experiment: str, parent_run_id: str) -> Any:
             tags={"optuna_trial": str(trial.number)},
         ) as run:
             pruner = pruning_callback(trial)
-            result = train(
+            fitted = fit_and_score(
                 features,
                 labels,
                 params,
                 [run.epoch_callback(), pruner],
                 cache_dir=Path(params.paths.cache) / "clips",
             )
+            result, test = fitted.result, fitted.metrics
             value = max(result.history["val_accuracy"])
-            x_test, y_test = features.split("test")
-            probs = result.model.predict(x_test[..., np.newaxis], verbose=0)
-            test = classification_metrics(encode(y_test, labels), probs.argmax(axis=1), labels)
             run.log_metrics(
                 {
                     "best_val_accuracy": value,
@@ -144,10 +137,8 @@ def tune(
     command: str = "",
 ) -> TuneResult:
     """Run (or resume) a study, then write the best params overlay and the plots."""
-    import optuna
+    import optuna  # heavy: only tuning needs it
     from mlflow.tracking import MlflowClient
-
-    from kws import tracking
 
     tracking.configure()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -184,8 +175,6 @@ def tune(
         client.set_terminated(parent, "FINISHED")
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
-        from kws.errors import KwsError
-
         raise KwsError(f"study {study_name!r} has no completed trial yet")
     best = study.best_trial
     write_best_params(params, best.params, best_params_file, study_name, best.number)

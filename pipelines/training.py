@@ -19,149 +19,34 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from zenml import get_step_context, log_metadata, pipeline, step
+from kws_pipelines.config import ROOT, kubernetes_settings, resolve_config
+from kws_pipelines.steps.common import PipelineError
+from kws_pipelines.steps.data import load_data
+from kws_pipelines.steps.evaluate import evaluate
+from kws_pipelines.steps.export import export
+from kws_pipelines.steps.features import featurize
+from kws_pipelines.steps.register import register
+from kws_pipelines.steps.train import TRAIN_STEP, train_model
+from zenml import get_step_context, pipeline
 
+from kws import tracking
 from kws.errors import KwsError
-from kws.params import Params, params_from_dict
-from kws.tracking import PIPELINE_RUN_ENV
-from pipelines.config import ROOT, kubernetes_settings, resolve_config
+from kws.params import Params
 
 log = logging.getLogger(__name__)
 
 PIPELINE_NAME = "kws_training"
-TRAIN_STEP = "train_model"
-
-
-class PipelineError(KwsError):
-    """A pipeline run could not be started or did not succeed."""
-
-
-def _params(raw: dict[str, Any]) -> Params:
-    """Typed params of a step; MLflow writes go to the stack's store, tagged with the run id."""
-    from zenml.client import Client
-
-    os.environ[PIPELINE_RUN_ENV] = str(get_step_context().pipeline_run.id)
-    tracker: Any = Client().active_stack.experiment_tracker
-    if tracker is not None and tracker.flavor == "mlflow":
-        tracker.configure_mlflow()  # MLFLOW_TRACKING_URI (+ credentials) in every step's process
-    return params_from_dict(raw, source="pipeline params")
-
-
-def _check_workspace(params: Params, mlflow_run_id: str) -> None:
-    """Fail clearly if this step does not see the files the train step wrote."""
-    from kws.tracking import load_run
-
-    found = load_run(Path(params.paths.model))
-    if found is None or found.run_id != mlflow_run_id:
-        raise PipelineError(
-            f"{params.paths.model} does not hold the model of MLflow run {mlflow_run_id}: "
-            "steps must share the project folder (see pipelines/README.md)"
-        )
-
-
-@step
-def load_data(params: dict[str, Any]) -> Annotated[dict[str, Any], "data_info"]:
-    """Fetch (verified) and split the dataset: the DVC `fetch` + `prepare` stages."""
-    from kws.data import prepare
-
-    _, info = prepare(_params(params))
-    return info
-
-
-@step
-def featurize(
-    params: dict[str, Any], data_info: dict[str, Any]
-) -> Annotated[dict[str, Any], "features"]:
-    """Log-mel features of the prepared data (cached by data hash + feature params)."""
-    from kws.features import FEATURES_FILE, run
-
-    p = _params(params)
-    fs = run(p)
-    return {
-        "file": str(Path(p.paths.features) / FEATURES_FILE),
-        "shape": list(fs.x.shape),
-        "skipped": len(fs.skipped),
-        "data_hash": data_info["data_hash"],
-    }
-
-
-@step
-def train_model(
-    params: dict[str, Any], features: dict[str, Any]
-) -> tuple[Annotated[str, "mlflow_run_id"], Annotated[dict[str, list[float]], "history"]]:
-    """Seeded training tracked as an MLflow run (the stack's experiment tracker, if any)."""
-    from kws.tracking import load_run
-    from kws.train import run
-
-    p = _params(params)
-    result = run(p, run_name=get_step_context().pipeline_run.name)
-    mlrun = load_run(Path(p.paths.model))
-    if mlrun is None:
-        raise PipelineError("training left no MLflow run")
-    log_metadata({"mlflow_run_id": mlrun.run_id, "train_seconds": result.seconds})
-    return mlrun.run_id, result.history
-
-
-@step
-def evaluate(params: dict[str, Any], mlflow_run_id: str) -> Annotated[dict[str, Any], "metrics"]:
-    """Accuracy, macro-F1 and per-class scores on the test split (logged to the run)."""
-    from kws.evaluate import run
-
-    p = _params(params)
-    _check_workspace(p, mlflow_run_id)
-    metrics = run(p)
-    log_metadata({"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]})
-    return metrics
-
-
-@step
-def export(
-    params: dict[str, Any], mlflow_run_id: str, metrics: dict[str, Any]
-) -> Annotated[Path, "model_package"]:
-    """The model package (TFLite, Keras, labels, features, metadata); registering comes next."""
-    from kws.export import run
-
-    p = _params(params)
-    _check_workspace(p, mlflow_run_id)
-    package, _ = run(p, register_model=False)
-    return package.resolve()
-
-
-@step
-def register(
-    params: dict[str, Any], mlflow_run_id: str, model_package: Path
-) -> Annotated[str, "model_version"]:
-    """Register the package as a new version of the model (alias challenger)."""
-    from kws.export import register_package
-    from kws.tracking import tracking_uri
-
-    p = _params(params)
-    version = register_package(p, model_package)
-    context = get_step_context()
-    log_metadata(
-        metadata={
-            "mlflow_run_id": mlflow_run_id,
-            "mlflow_experiment": p.registry.experiment,
-            "model_name": p.registry.model_name,
-            "model_version": version,
-            "mlflow_tracking_uri": tracking_uri(),
-        },
-        run_id_name_or_prefix=context.pipeline_run.id,
-    )
-    return version
 
 
 def mark_mlflow_run_failed(exception: BaseException) -> None:
     """Failure hook: the MLflow run of this pipeline run (if training started) becomes FAILED."""
-    from kws.tracking import mark_failed
-
     context = get_step_context()
     raw = context.step_run.config.parameters.get("params") or {}
     model_dir = Path(raw.get("paths", {}).get("model", "models/train"))
     try:
-        failed = mark_failed(model_dir, str(context.pipeline_run.id))
+        failed = tracking.mark_failed(model_dir, str(context.pipeline_run.id))
     except Exception as exc:  # the hook must not hide the step's own error
         log.warning("could not mark the MLflow run FAILED: %s", exc)
         return
@@ -258,8 +143,6 @@ def _prepare_experiment(tracker: Any, params: Params) -> None:
 
     Also checks an MLflow server is reachable before any step starts.
     """
-    from kws import tracking
-
     uri = tracker.get_tracking_uri()
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = uri

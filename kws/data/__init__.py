@@ -14,10 +14,10 @@ from kws.data.manifest import (
     subset,
     summary,
     with_speaker_splits,
-    write_json,
     write_manifest,
 )
 from kws.errors import DataError
+from kws.files import read_json, write_json
 from kws.params import Params
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,10 @@ __all__ = [
     "Sample",
     "fetch",
     "labels_of",
+    "load_prepared",
     "prepare",
+    "raw_root",
+    "read_info",
     "read_manifest",
     "scan_labelled_folder",
 ]
@@ -53,6 +56,19 @@ def fetch(params: Params) -> Path:
             raise DataError(f"data.folder must name an existing folder, got {params.data.folder!r}")
         return Path(params.data.folder)
     raise DataError(f"unknown data.source {source!r} (choose from {', '.join(SOURCES)})")
+
+
+def raw_root(params: Params) -> Path:
+    """Where fetch left the raw data of params.data.source (nothing is downloaded here)."""
+    source, raw = params.data.source, Path(params.paths.raw)
+    if source == "folder":
+        return fetch(params)  # the user's own folder: nothing to copy
+    root = {"fsdd": fsdd.location(raw), "speech_commands": speech_commands.location(raw)}.get(
+        source, raw
+    )
+    if source != "speech_commands_tfds" and not root.is_dir():
+        raise DataError(f"no raw data in {root}: run `kws data fetch` first")
+    return root
 
 
 def scan_labelled_folder(folder: Path) -> list[Sample]:
@@ -88,9 +104,21 @@ def labels_of(source: str, samples: list[Sample]) -> list[str]:
     return sorted({s.label for s in samples})
 
 
+def read_info(prepared: Path) -> dict[str, Any]:
+    """The data summary (labels, counts, speakers, data hash) written by prepare."""
+    return dict(read_json(prepared / DATA_INFO, "run `kws data prepare` first"))
+
+
+def load_prepared(params: Params) -> tuple[list[Sample], dict[str, Any]]:
+    """The prepared manifest and its data summary."""
+    prepared = Path(params.paths.prepared)
+    info = read_info(prepared)
+    return read_manifest(prepared / MANIFEST), info
+
+
 def prepare(params: Params) -> tuple[list[Sample], dict[str, Any]]:
-    """Build the split manifest and data summary; write them to params.paths.prepared."""
-    raw = fetch(params)
+    """Build the split manifest and data summary from the fetched raw data (no download)."""
+    raw = raw_root(params)
     out = Path(params.paths.prepared)
     d = params.data
     if d.source == "speech_commands":

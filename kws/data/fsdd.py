@@ -41,9 +41,14 @@ def parse_name(name: str) -> tuple[str, str] | None:
     return LABELS[int(match["digit"])], match["speaker"]
 
 
+def location(raw_root: Path) -> Path:
+    """The folder fetch fills with the recordings."""
+    return raw_root / "fsdd" / "recordings"
+
+
 def fetch(raw_root: Path, source: str | None = None) -> Path:
     """Put verified FSDD recordings in raw_root/fsdd/recordings and return that folder."""
-    target = raw_root / "fsdd" / "recordings"
+    target = location(raw_root)
     source = os.environ.get(SOURCE_ENV) or source
     marker = target.parent / _DONE_MARKER
     if marker.is_file() and marker.read_text().strip() == (source or URL):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -153,11 +152,3 @@ def summary(samples: Sequence[Sample], labels: Sequence[str], dhash: str) -> dic
         "counts": counts,
         "speakers": {split: sorted(v) for split, v in speakers.items()},
     }
-
-
-def write_json(obj: object, path: Path) -> None:
-    """Write pretty JSON atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)

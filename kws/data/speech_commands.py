@@ -29,9 +29,14 @@ SAMPLE_RATE = 16000
 _DONE_MARKER = ".fetched"
 
 
+def location(raw_root: Path) -> Path:
+    """The folder fetch fills with the extracted dataset."""
+    return raw_root / "speech_commands"
+
+
 def fetch(raw_root: Path, source: str | None = None) -> Path:
     """Put the extracted dataset in raw_root/speech_commands and return that folder."""
-    target = raw_root / "speech_commands"
+    target = location(raw_root)
     source = os.environ.get(SOURCE_ENV) or source
     marker = target / _DONE_MARKER
     if marker.is_file() and marker.read_text().strip() == (source or URL):

@@ -19,8 +19,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kws.errors import KwsError
-from kws.serving import metrics
-from kws.serving.model import InputRejected, KwsModel, classify, decode_wav
+from kws.serving import decode, metrics
+from kws.serving.decode import InputRejected
+from kws.serving.model import KwsModel, classify
 
 ADMIN_TOKEN_ENV = "KWS_ADMIN_TOKEN"
 PREDICT_PATH = "/predict"
@@ -117,11 +118,11 @@ def install(app: FastAPI, model: KwsModel) -> None:
         served = model.snapshot()
         request.state.kws_model_version = served.ref.version
         try:
-            prediction = classify(served, *decode_wav(data), model.limits)
+            prediction = classify(served, decode.wav(data), model.limits)
         except InputRejected as exc:
             return error(exc.status, str(exc))
         body = {
-            **prediction.to_dict(),
+            **prediction.to_dict(model.limits.top_k),
             "model": served.ref.to_dict(),
             "latency_ms": round((time.perf_counter() - start) * 1000, 3),
         }

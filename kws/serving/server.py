@@ -6,11 +6,12 @@ import logging
 import sys
 import threading
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kws.inference import serve_single_threaded
-from kws.serving.model import KwsModel, Limits
+from kws.serving.decode import Limits
+from kws.serving.model import KwsModel
 
 log = logging.getLogger(__name__)
 DEFAULT_PORT = 8080
@@ -23,9 +24,7 @@ class ServeSettings:
     model_uri: str
     name: str = "kws"
     port: int = DEFAULT_PORT
-    max_upload_bytes: int = 1 << 20
-    max_seconds: float = 10.0
-    top_k: int = 3
+    limits: Limits = field(default_factory=Limits)
     poll_seconds: float = 30.0
     num_threads: int | None = None
     access_log: bool = False
@@ -45,8 +44,7 @@ def import_kserve() -> Any:
 def build_model(settings: ServeSettings) -> KwsModel:
     """The model, loaded (raises a KwsError naming the problem if it cannot be)."""
     import_kserve()
-    limits = Limits(settings.max_upload_bytes, settings.max_seconds, settings.top_k)
-    model = KwsModel(settings.name, settings.model_uri, limits, settings.num_threads)
+    model = KwsModel(settings.name, settings.model_uri, settings.limits, settings.num_threads)
     model.load()
     return model
 
@@ -77,6 +75,7 @@ def serve(settings: ServeSettings) -> None:
     kserve = import_kserve()
     from kserve.model_server import app
 
+    # both import kserve.model_server, which parses sys.argv at import: after import_kserve()
     from kws.serving.dataplane import KwsDataPlane
     from kws.serving.routes import install
 

@@ -60,7 +60,7 @@ def registry_version(uri: str) -> str | None:
     name, alias, version = parsed
     if version is not None:
         return version
-    from kws.registry import Registry
+    from kws.registry import Registry  # MLflow: only registry URIs need it
 
     found = Registry(name).alias_version(alias or "")
     if found is None:
@@ -101,7 +101,7 @@ def warm_up(predictor: Predictor) -> None:
 
 
 def _download_registered(name: str, version: str, target: Path) -> Path:
-    from kws.registry import Registry
+    from kws.registry import Registry  # MLflow: only registry URIs need it
 
     try:
         return Registry(name).download_package(version, target)

@@ -6,8 +6,8 @@ A stack file uses the format of `zenml stack export` (`stack_name`, `zenml_versi
 Applying it creates what is missing and updates what differs, so it can run any number
 of times; `zenml stack import` reads the same files once rendered.
 
-    python -m pipelines.stacks local [--var MLFLOW_TRACKING_URI=...]
-    python -m pipelines.stacks kind --var NODE_IP=172.18.0.2 --var MINIO_ACCESS_KEY=...
+    python -m kws_pipelines.stacks local [--var MLFLOW_TRACKING_URI=...]
+    python -m kws_pipelines.stacks kind --var NODE_IP=172.18.0.2 --var MINIO_ACCESS_KEY=...
 """
 
 from __future__ import annotations

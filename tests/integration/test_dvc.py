@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
-from kws.dvc_proof import run_proof, write_report
 from tests.helpers import REPO
+
+sys.path.insert(0, str(REPO / "docs" / "proofs"))
+from dvc_proof import run_proof, write_report  # noqa: E402  (a developer script, not the library)
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kws.features import features_of, load_feature_set
+from kws.data.features import load_feature_set
+from kws.features import features_of
 from kws.inference import Predictor
 from tests.conftest import TINY, run_kws
 from tests.helpers import write_params

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from kws.data import read_manifest
-from kws.features import features_of, load_feature_set
+from kws.data.features import load_feature_set
+from kws.features import features_of
 from kws.inference import Predictor
 from kws.model import load_keras_model
 from tests.conftest import run_kws
@@ -67,16 +68,19 @@ def test_predictor_accepts_bytes_paths_and_waveforms(tiny_project: Path) -> None
     predictor = Predictor.from_path(tiny_project / "models/package")
     sample = read_manifest(tiny_project / "data/prepared/manifest.csv")[0]
     path = tiny_project / sample.path
-    from_path = predictor.predict(path, top_k=3)
-    from_bytes = predictor.predict(path.read_bytes(), top_k=3)
+    from_path = predictor.predict(path)
+    from_bytes = predictor.predict(path.read_bytes())
     import soundfile as sf
 
     wave, rate = sf.read(path, dtype="float32")
-    from_wave = predictor.predict(wave, sample_rate=rate, top_k=3)
+    from_wave = predictor.predict(wave, sample_rate=rate)
     assert from_path == from_bytes
     assert from_wave.label == from_path.label
     assert abs(from_wave.confidence - from_path.confidence) < 1e-6
-    assert len(from_path.top_k) == 3 and from_path.top_k[0]["label"] == from_path.label
+    top3 = from_path.top_k(3)
+    assert len(top3) == 3 and top3[0]["label"] == from_path.label
+    assert set(from_path.probabilities) == set(predictor.labels)
+    assert abs(sum(from_path.probabilities.values()) - 1) < 1e-4
     assert from_path.label in predictor.labels and 0 < from_path.confidence <= 1
 
 

@@ -111,7 +111,7 @@ def test_tilt_darkens_the_highs_and_keeps_the_lows() -> None:
 
 
 def test_mixup_blends_examples_and_labels_with_the_same_weight() -> None:
-    from kws.train import mix
+    from kws.augment import mix
 
     x = np.stack([np.full((4, 3, 1), float(i)) for i in range(8)]).astype(np.float32)
     y = np.eye(8, dtype=np.float32)

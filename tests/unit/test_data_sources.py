@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from kws.data import fsdd, prepare, scan_labelled_folder, speech_commands
+from kws.data import fetch, fsdd, prepare, scan_labelled_folder, speech_commands
 from kws.errors import DataError
 from kws.params import Params, PathParams
 from tests.helpers import tone, wav_bytes
@@ -47,6 +47,7 @@ def fsdd_tarball(tmp_path_factory: pytest.TempPathFactory, fsdd_dir: Path) -> Pa
 
 def test_fsdd_from_a_local_folder_is_verified_and_split(tmp_path: Path, fsdd_dir: Path) -> None:
     params = project_params(tmp_path, fsdd_source=str(fsdd_dir), max_per_class=2)
+    fetch(params)
     samples, info = prepare(params)
     assert info["labels"][:3] == ["zero", "one", "two"]
     assert {s.split for s in samples} == {"train", "val", "test"}
@@ -111,6 +112,7 @@ def test_folder_source_reads_label_subfolders(tmp_path: Path) -> None:
     samples = scan_labelled_folder(root)
     assert {s.speaker for s in samples} == {"s1", "s2", "s3", "s4", "s5"}
     params = project_params(tmp_path, source="folder", folder=str(root))
+    fetch(params)
     samples, info = prepare(params)
     assert info["labels"] == ["alpha", "beta"]
     assert {s.split for s in samples} == {"train", "val", "test"}
@@ -148,6 +150,7 @@ def test_speech_commands_12_class_task_from_an_archive(tmp_path: Path) -> None:
         silence_percent=50,
         unknown_percent=50,
     )
+    fetch(params)
     samples, info = prepare(params)
     assert info["labels"] == [*speech_commands.WORDS, "_silence_", "_unknown_"]
     by_split = {
@@ -179,7 +182,7 @@ def test_speech_commands_through_tensorflow_datasets(tmp_path: Path) -> None:
 def test_corrupt_files_are_skipped_with_a_counted_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from kws.features import featurize
+    from kws.data.features import featurize_samples
     from kws.params import FeatureParams
 
     good = tmp_path / "good.wav"
@@ -192,7 +195,7 @@ def test_corrupt_files_are_skipped_with_a_counted_warning(
 
     samples = [Sample(str(p), "yes", "a", "train") for p in (good, bad, empty)]
     with caplog.at_level(logging.WARNING):
-        fs = featurize(samples, FeatureParams())
+        fs = featurize_samples(samples, FeatureParams())
     assert fs.x.shape[0] == 1 and len(fs.skipped) == 2
     assert "skipped 2 unreadable file(s)" in caplog.text
 
@@ -225,10 +228,11 @@ class serve_folder:
 
 
 def test_speech_commands_background_noise_feeds_the_augmenter(tmp_path: Path) -> None:
-    from kws.train import background_noise
+    from kws.augment import background_noise
 
     archive = make_speech_commands_archive(tmp_path / "speech_commands_v0.02.tar.gz")
     params = project_params(tmp_path, source="speech_commands", speech_commands_source=str(archive))
+    fetch(params)
     prepare(params)
     noises = background_noise(params)
     assert len(noises) == 1 and noises[0].shape == (16000 * 20,)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kws.evaluate import classification_metrics, plot_confusion_matrix
+from kws.evaluate import classification_metrics
+from kws.plots import plot_confusion_matrix
 
 
 def test_metrics_match_hand_computed_values(tmp_path) -> None:

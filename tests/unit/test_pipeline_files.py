@@ -16,9 +16,9 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from kws_pipelines.config import CONFIGS, config_path, resolve_config
 
 from kws.errors import ParamsError
-from pipelines.config import CONFIGS, config_path, resolve_config
 from tests.helpers import REPO
 
 STACK_MANIFESTS = REPO / "manifests" / "stack"
@@ -108,7 +108,7 @@ def test_kind_settings_are_valid_zenml_settings(tmp_path: Path) -> None:
     script = (
         "from zenml.config import DockerSettings\n"
         "from zenml.integrations.kubernetes.flavors import KubernetesOrchestratorSettings\n"
-        "from pipelines.config import kubernetes_settings\n"
+        "from kws_pipelines.config import kubernetes_settings\n"
         "s = kubernetes_settings()\n"
         "d = DockerSettings.model_validate(s['docker'])\n"
         "k = KubernetesOrchestratorSettings.model_validate(s['orchestrator.kubernetes'])\n"

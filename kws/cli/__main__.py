@@ -1,0 +1,5 @@
+"""`python -m kws.cli`."""
+
+from kws.cli import main
+
+main()

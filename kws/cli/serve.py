@@ -1,0 +1,60 @@
+"""`kws serve`: the KServe ModelServer with /predict, V1, V2, /metrics and hot swap."""
+
+from __future__ import annotations
+
+import typer
+
+from kws.serving.decode import Limits  # light: numpy only, no KServe
+
+DEFAULTS = Limits()
+
+
+def serve(
+    model: str = typer.Option(
+        "models:/kws@champion",
+        envvar="KWS_MODEL_URI",
+        help="Package folder, models:/kws@champion, models:/kws/3 or s3://... (env KWS_MODEL_URI).",
+    ),
+    port: int = typer.Option(8080, envvar="KWS_PORT", help="HTTP port."),
+    name: str = typer.Option("kws", envvar="KWS_MODEL_NAME", help="Model name in V1/V2 routes."),
+    max_upload: int = typer.Option(
+        DEFAULTS.max_upload_bytes,
+        min=1024,
+        envvar="KWS_MAX_UPLOAD_BYTES",
+        help="Upload limit of /predict (bytes).",
+    ),
+    max_seconds: float = typer.Option(
+        DEFAULTS.max_seconds,
+        min=0.1,
+        envvar="KWS_MAX_SECONDS",
+        help="Longest audio accepted (seconds).",
+    ),
+    top_k: int = typer.Option(
+        DEFAULTS.top_k, min=1, envvar="KWS_TOP_K", help="Classes listed per prediction."
+    ),
+    poll: float = typer.Option(
+        30.0,
+        envvar="KWS_POLL_SECONDS",
+        min=0,
+        help="Seconds between registry alias checks (0: off).",
+    ),
+    access_log: bool = typer.Option(False, help="Log every request (metrics count them anyway)."),
+    threads: int = typer.Option(
+        1, min=1, envvar="KWS_THREADS", help="TFLite threads per inference."
+    ),
+) -> None:
+    """Serve a model with KServe's ModelServer: /predict, V1, V2, /metrics (Ctrl-C stops)."""
+    from kws.serving.server import ServeSettings  # KServe: imported when serving starts
+    from kws.serving.server import serve as run_server
+
+    run_server(
+        ServeSettings(
+            model_uri=model,
+            name=name,
+            port=port,
+            limits=Limits(max_upload, max_seconds, top_k),
+            poll_seconds=poll,
+            access_log=access_log,
+            num_threads=threads,
+        )
+    )
