@@ -1,4 +1,9 @@
-"""Typed view of params.yaml: unknown keys and wrong types are clear errors."""
+"""Typed view of params.yaml: unknown keys and wrong types are clear errors.
+
+params.yaml is the one source of the parameters a run uses; the dataclass defaults below
+only mirror it (tests/unit/test_params.py proves they are equal), so code that builds a
+section without a file gets what the project ships.
+"""
 
 from __future__ import annotations
 
@@ -43,20 +48,20 @@ class FeatureParams:
     """Log-mel parameters: exactly what training and serving both compute."""
 
     sample_rate: int = 16000
-    clip_seconds: float = 1.0
+    clip_seconds: float = 1.5
     n_fft: int = 512
     win_length: int = 400
     hop_length: int = 160
-    n_mels: int = 40
-    fmin: float = 20.0
-    fmax: float = 4000.0
+    n_mels: int = 32
+    fmin: float = 60.0
+    fmax: float = 3800.0
     normalize: str = "none"  # none | utterance (mean/std) | tilt | cmvn (per mel bin)
     log_floor: float = 1e-6  # added to mel power before the log
     lifter: int = 0  # >0: keep this many cepstral coefficients (smooths out pitch harmonics)
     trim_db: float = 0.0  # >0: cut edge frames quieter than this many dB below the loudest
     frames: int = 0  # >0: stretch the (trimmed) spectrogram to this many frames
-    center: bool = True  # frames centred on their hop (librosa) or starting at sample 0
-    scale: str = "ln"  # ln: log(mel + log_floor) | db: 10 log10, floored top_db below the peak
+    center: bool = False  # frames centred on their hop (librosa) or starting at sample 0
+    scale: str = "db"  # ln: log(mel + log_floor) | db: 10 log10, floored top_db below the peak
     top_db: float = 80.0
 
     @property
@@ -78,29 +83,29 @@ class FeatureParams:
 class AugmentParams:
     """Training-time augmentation (train split only); zeros switch a transform off."""
 
-    enabled: bool = False
+    enabled: bool = True
     time_shift_ms: float = 100.0
-    speed: float = 0.1  # +- fraction
+    speed: float = 0.0  # +- fraction
     gain_db: float = 6.0  # +- dB
     tilt_db: float = 0.0  # +- dB of spectral tilt at 4 kHz (microphone colouring)
     edge_cut: float = 0.0  # cut up to this fraction of the word at each end (tight VAD)
     edge_cut_prob: float = 0.5  # probability that a clip gets its edges cut
-    noise_prob: float = 0.8
+    noise_prob: float = 0.0
     snr_db_min: float = 5.0
     snr_db_max: float = 30.0
-    freq_warp: float = 0.1  # +- fraction of the mel axis
-    freq_masks: int = 2
+    freq_warp: float = 0.0  # +- fraction of the mel axis
+    freq_masks: int = 0
     freq_mask_width: int = 5
-    time_masks: int = 2
-    time_mask_width: int = 10
+    time_masks: int = 0
+    time_mask_width: int = 5
 
 
 @dataclass(frozen=True)
 class ModelParams:
     """Architecture choice and its knobs."""
 
-    architecture: str = "cnn"
-    dropout: float = 0.25
+    architecture: str = "speech_embedding"
+    dropout: float = 0.1
     width: int = 64
     fine_tune: int = 0  # speech_embedding: train its last this-many convolutions too
 
@@ -109,12 +114,12 @@ class ModelParams:
 class TrainParams:
     """Optimisation settings."""
 
-    epochs: int = 15
+    epochs: int = 10
     batch_size: int = 32
-    learning_rate: float = 0.001
-    early_stopping_patience: int = 5
-    lr_schedule: str = "constant"  # constant | cosine
-    label_smoothing: float = 0.0
+    learning_rate: float = 0.003
+    early_stopping_patience: int = 10
+    lr_schedule: str = "cosine"  # constant | cosine
+    label_smoothing: float = 0.1
     mixup: float = 0.0  # >0: mix pairs of augmented examples, weight ~ Beta(mixup, mixup)
 
 

@@ -21,6 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zenml import get_step_context, pipeline
+
+from kws import tracking
+from kws.errors import KwsError
+from kws.params import Params
 from kws_pipelines.config import ROOT, kubernetes_settings, resolve_config
 from kws_pipelines.steps.common import PipelineError
 from kws_pipelines.steps.data import load_data
@@ -29,11 +34,6 @@ from kws_pipelines.steps.export import export
 from kws_pipelines.steps.features import featurize
 from kws_pipelines.steps.register import register
 from kws_pipelines.steps.train import TRAIN_STEP, train_model
-from zenml import get_step_context, pipeline
-
-from kws import tracking
-from kws.errors import KwsError
-from kws.params import Params
 
 log = logging.getLogger(__name__)
 

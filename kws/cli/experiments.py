@@ -56,7 +56,7 @@ def tune(
     plots: Path = typer.Option(Path("docs/results"), help="Where the Optuna plots go."),
 ) -> None:
     """Optuna search (seeded TPE, median pruning) over lr, dropout, width, n_mels, augmentation."""
-    from kws import stages
+    from kws import stages  # TensorFlow + MLflow: loaded when run
     from kws.tune import tune as run_tune  # Optuna + TF + MLflow
 
     p = load(params, set_, overlay)

@@ -62,7 +62,7 @@ def pipeline_stack(
     activate: bool = typer.Option(True, help="Make it the active stack."),
 ) -> None:
     """Create or update a ZenML stack from pipelines/stacks/ (idempotent) and activate it."""
-    from kws.tracking import tracking_uri
+    from kws.tracking import tracking_uri  # MLflow: loaded when run
 
     stacks = pipelines_module("stacks")
     variables = stacks.parse_vars(var)

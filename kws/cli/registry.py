@@ -86,10 +86,10 @@ def registry_gate(
     report: Path | None = typer.Option(None, help="Also write the decision as JSON here."),
 ) -> None:
     """Evaluate challenger and champion on the test split; promote only a better challenger."""
-    from kws.data import load_prepared
-    from kws.files import write_json
+    from kws.data import load_prepared  # the gate evaluates: loaded when run
+    from kws.files import write_json  # light, beside the heavy imports
     from kws.promotion import gate  # MLflow + evaluation: imported when the gate runs
-    from kws.registry import Registry
+    from kws.registry import Registry  # MLflow, as above
 
     p = load(params, set_, overlay)
     samples, _ = load_prepared(p)

@@ -45,7 +45,7 @@ def serve(
 ) -> None:
     """Serve a model with KServe's ModelServer: /predict, V1, V2, /metrics (Ctrl-C stops)."""
     from kws.serving.server import ServeSettings  # KServe: imported when serving starts
-    from kws.serving.server import serve as run_server
+    from kws.serving.server import serve as run_server  # KServe, as above
 
     run_server(
         ServeSettings(

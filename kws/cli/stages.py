@@ -18,7 +18,7 @@ def data_fetch(
     params: Path = ParamsOption, set_: list[str] = SetOption, overlay: list[Path] = OverlayOption
 ) -> None:
     """Download (or copy from a local folder/archive) and verify the raw dataset."""
-    from kws import stages
+    from kws import stages  # TensorFlow + MLflow: loaded when run
 
     typer.echo(f"raw data in {stages.fetch(load(params, set_, overlay))}")
 
@@ -28,7 +28,7 @@ def data_prepare(
     params: Path = ParamsOption, set_: list[str] = SetOption, overlay: list[Path] = OverlayOption
 ) -> None:
     """Write the speaker-disjoint split manifest (CSV) and the data summary."""
-    from kws import stages
+    from kws import stages  # TensorFlow + MLflow: loaded when run
 
     samples, info = stages.prepare(load(params, set_, overlay))
     counts = {split: sum(c.values()) for split, c in info["counts"].items()}
@@ -39,7 +39,7 @@ def featurize(
     params: Path = ParamsOption, set_: list[str] = SetOption, overlay: list[Path] = OverlayOption
 ) -> None:
     """Compute (or reuse cached) log-mel features of the prepared data."""
-    from kws import stages
+    from kws import stages  # TensorFlow + MLflow: loaded when run
 
     features = stages.featurize(load(params, set_, overlay))
     typer.echo(f"features {tuple(features.x.shape)} ({len(features.skipped)} files skipped)")
@@ -49,7 +49,7 @@ def train(
     params: Path = ParamsOption, set_: list[str] = SetOption, overlay: list[Path] = OverlayOption
 ) -> None:
     """Train the model configured in params.yaml on the train split."""
-    from kws import stages
+    from kws import stages  # TensorFlow + MLflow: loaded when run
 
     result = stages.train(load(params, set_, overlay))
     val = result.history.get("val_accuracy")
@@ -70,13 +70,13 @@ def evaluate(
     if (model is None) != (data is None):
         raise ParamsError("--model and --data go together")
     if model is not None and data is not None:
-        from kws.evaluate import evaluate_package
+        from kws.evaluate import evaluate_package  # loaded when run
 
         metrics = evaluate_package(model, data)
         metrics.pop("confusion_matrix")
         typer.echo(json.dumps(metrics, indent=2))
         return
-    from kws import stages
+    from kws import stages  # TensorFlow + MLflow: loaded when run
 
     metrics = stages.evaluate(load(params, set_, overlay))
     typer.echo(
@@ -94,7 +94,7 @@ def export(
     ),
 ) -> None:
     """Write the model package (TFLite, Keras, labels, features, metadata); register it."""
-    from kws import stages
+    from kws import stages  # TensorFlow + MLflow: loaded when run
 
     p = load(params, set_, overlay)
     typer.echo(f"model package in {stages.export(p)}")
@@ -111,8 +111,8 @@ def cv(
     output: Path = typer.Option(Path("reports/cv.json"), help="Where to write the results."),
 ) -> None:
     """Leave-one-speaker-out cross-validation: per-speaker and mean accuracy / macro-F1."""
-    from kws.cv import cross_validate
-    from kws.files import write_json
+    from kws.cv import cross_validate  # TensorFlow: loaded when run
+    from kws.files import write_json  # beside the heavy import above
 
     result = cross_validate(load(params, set_, overlay), speaker or None)
     write_json(result, output)
@@ -132,7 +132,7 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Print the full prediction as JSON."),
 ) -> None:
     """Predict the keyword in a WAV file."""
-    from kws.inference import Predictor
+    from kws.inference import Predictor  # the TFLite runtime: loaded when run
 
     prediction = Predictor.from_path(model).predict(file)
     if as_json:

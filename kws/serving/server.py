@@ -77,7 +77,7 @@ def serve(settings: ServeSettings) -> None:
 
     # both import kserve.model_server, which parses sys.argv at import: after import_kserve()
     from kws.serving.dataplane import KwsDataPlane
-    from kws.serving.routes import install
+    from kws.serving.routes import install  # see the comment above
 
     serve_single_threaded()
     model = build_model(settings)

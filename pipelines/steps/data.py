@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from kws_pipelines.steps.common import step_params
 from zenml import step
 
 from kws import stages
+from kws_pipelines.steps.common import step_params
 
 
 @step

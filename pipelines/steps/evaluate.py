@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from kws_pipelines.steps.common import check_workspace, step_params
 from zenml import log_metadata, step
 
 from kws import stages
+from kws_pipelines.steps.common import check_workspace, step_params
 
 
 @step

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from kws_pipelines.steps.common import check_workspace, step_params
 from zenml import step
 
 from kws import stages
+from kws_pipelines.steps.common import check_workspace, step_params
 
 
 @step

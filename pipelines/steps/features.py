@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from kws_pipelines.steps.common import step_params
 from zenml import step
 
 from kws import stages
 from kws.data.features import FEATURES_FILE
+from kws_pipelines.steps.common import step_params
 
 
 @step

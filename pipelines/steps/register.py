@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from kws_pipelines.steps.common import step_params
 from zenml import get_step_context, log_metadata, step
 
 from kws import stages, tracking
+from kws_pipelines.steps.common import step_params
 
 
 @step

@@ -11,7 +11,7 @@ import pytest
 from tests.helpers import REPO
 
 sys.path.insert(0, str(REPO / "docs" / "proofs"))
-from dvc_proof import run_proof, write_report  # noqa: E402  (a developer script, not the library)
+from dvc_proof import run_proof, write_report
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kws.errors import ParamsError
-from kws.params import load_params, resolve_params
+from kws.params import Params, load_params, resolve_params
 from tests.helpers import REPO
 
 
@@ -55,3 +55,8 @@ def test_overlay_files_merge_over_params_and_reject_unknown_keys(tmp_path: Path)
     bad.write_text("model:\n  layers: 3\n")
     with pytest.raises(ParamsError, match="unknown parameter 'layers'"):
         resolve_params(REPO / "params.yaml", None, [bad])
+
+
+def test_dataclass_defaults_are_the_shipped_params_yaml() -> None:
+    # params.yaml is the one source of defaults: the dataclasses may only mirror it
+    assert Params() == load_params(REPO / "params.yaml")

@@ -16,9 +16,9 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from kws_pipelines.config import CONFIGS, config_path, resolve_config
 
 from kws.errors import ParamsError
+from kws_pipelines.config import CONFIGS, config_path, resolve_config
 from tests.helpers import REPO
 
 STACK_MANIFESTS = REPO / "manifests" / "stack"
@@ -142,3 +142,26 @@ def test_pipeline_image_lock_keeps_zenml_kubernetes_pin_and_no_kserve() -> None:
     assert pins["zenml"] == "0.98.0" and "kserve" not in pins and "tensorflow-cpu" in pins
     dockerfile = (REPO / "docker/pipeline/Dockerfile").read_text()
     assert "requirements/lock-kind.txt" in dockerfile and ".[train,pipeline,kind]" in dockerfile
+
+
+def test_a_change_to_the_feature_extractor_reruns_featurize_and_everything_after() -> None:
+    from dvc.repo import Repo
+
+    repo = Repo(str(REPO))
+    graph = repo.index.graph  # edges: stage -> the stages whose outputs it reads
+    stages = {s.addressing: s for s in graph.nodes}
+    reading = {
+        name for name, s in stages.items() if any(d.def_path == "kws/features.py" for d in s.deps)
+    }
+    downstream = set(reading)
+    changed = True
+    while changed:
+        changed = False
+        for name, s in stages.items():
+            if name not in downstream and any(
+                p.addressing in downstream for p in graph.successors(s)
+            ):
+                downstream.add(name)
+                changed = True
+    assert "featurize" in reading
+    assert downstream == {"featurize", "train", "evaluate", "export"}
