@@ -42,16 +42,8 @@ lint: setup  ## ruff + mypy
 	$(BIN)/ruff format --check kws tests benchmarks pipelines
 	$(BIN)/mypy kws
 
-demo: setup  ## data -> features -> train -> evaluate -> export -> predict
-	$(KWS) data fetch
-	$(KWS) data prepare
-	$(KWS) featurize
-	$(KWS) train
-	$(KWS) evaluate
-	$(KWS) export
-	@sample=$$(awk -F, '$$4=="test" {print $$1; exit}' data/prepared/manifest.csv); \
-	  echo "kws predict $$sample"; $(KWS) predict "$$sample"
-	$(KWS) registry list
+demo: setup  ## the whole story: data, ZenML pipeline v1 + v2, serve, gate, hot swap, rollback
+	$(KWS) demo
 
 dvc-repro: setup  ## run the DVC pipeline (dvc.yaml) on the full dataset
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
