@@ -409,8 +409,9 @@ def change_file(
     """Apply `change` to a values file: validate, write the file, record the next revision."""
     history = History(state)
     values = load_values(path)
+    changed = change(values)  # a change that fails leaves the file and the history alone
+    parse_versions(changed)
     record_file(history, values, path)
-    changed = change(values)
     save_values(changed, path)
     return history.apply(changed, description)
 

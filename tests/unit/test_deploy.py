@@ -273,7 +273,7 @@ def test_cli_errors_are_deploy_errors_and_change_nothing(tmp_path: Path) -> None
     )
     assert result.exit_code != 0 and isinstance(result.exception, DeployError)
     assert "weights sum to 90" in str(result.exception)
-    assert path.read_text() == before
+    assert path.read_text() == before and deploy.History(state).revisions() == []
     result = runner.invoke(app, ["rollback", "--values", str(path), "--state", str(state)])
     assert isinstance(result.exception, DeployError)  # only the install revision exists
     result = runner.invoke(app, ["history", "--state", str(tmp_path / "none")])
