@@ -88,3 +88,38 @@ serve: setup  ## KServe ModelServer on :8080 with the registry champion (POST a 
 
 bench-serve: setup  ## serving latency/throughput/memory vs mlflow models serve (needs wrk)
 	$(BIN)/python benchmarks/serve.py
+
+# ---------------------------------------------------------------------------------------
+# Kubernetes (issue 17): kind + KServe + the chart charts/kws. Proposed targets; the
+# commands are those of docs/runbooks/rollout.md. No cluster runs on the build hosts:
+# `chart-check` is the part that runs anywhere.
+KIND_CLUSTER ?= kws
+KWS_NAMESPACE ?= kws
+DEPLOY_VALUES ?= manifests/gitops/values-kind.yaml
+PREDICTOR_IMAGE ?= localhost:5001/kws-predictor:0.1.0
+PREDICTOR_DOCKERFILE ?= docker/predictor/Dockerfile
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV_VERSION ?= 3.3.30
+
+.PHONY: kind-up kind-deploy chart-check
+
+kind-up:  ## kind cluster + registry, Gateway API, Envoy Gateway, cert-manager, KServe, Gateway
+	KIND_CLUSTER=$(KIND_CLUSTER) manifests/kind/up.sh
+	KIND_CLUSTER=$(KIND_CLUSTER) manifests/platform/install.sh
+
+kind-deploy:  ## build + kind load the predictor image, helm upgrade --install --wait, helm test
+	docker build -f $(PREDICTOR_DOCKERFILE) -t $(PREDICTOR_IMAGE) .
+	kind load docker-image $(PREDICTOR_IMAGE) --name $(KIND_CLUSTER)
+	helm upgrade --install kws charts/kws -n $(KWS_NAMESPACE) --create-namespace \
+	  -f $(DEPLOY_VALUES) --wait --timeout 10m
+	kubectl -n $(KWS_NAMESPACE) wait --for=condition=Ready inferenceservice \
+	  -l app.kubernetes.io/instance=kws --timeout 10m
+	helm test kws -n $(KWS_NAMESPACE)
+	curl -fsS http://localhost:8000/v2/health/ready && echo " gateway: ready"
+
+$(CHECKOV_VENV)/bin/checkov:  # checkov's pins clash with the project's: a venv of its own
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q checkov==$(CHECKOV_VERSION)
+
+chart-check: setup $(CHECKOV_VENV)/bin/checkov  ## render the chart for every overlay, checkov on the manifests
+	$(BIN)/python -m tests.chart_check --checkov $(CHECKOV_VENV)/bin/checkov

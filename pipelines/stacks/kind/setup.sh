@@ -14,8 +14,6 @@ cd "$(dirname "$0")/../../.."
 
 CLUSTER=kws
 NAMESPACE=kws
-REGISTRY=kind-registry
-REGISTRY_PORT=5001
 VENV=${KWS_VENV:-.venv-kind}
 STATE=.cache/kind
 KUBECTL=(kubectl --context "kind-$CLUSTER")
@@ -26,24 +24,7 @@ done
 [ -x "$VENV/bin/kws" ] || { echo "error: no kws in $VENV (see the header of $0)" >&2; exit 1; }
 mkdir -p "$STATE"
 
-echo "== local registry localhost:$REGISTRY_PORT"
-if [ "$(docker inspect -f '{{.State.Running}}' "$REGISTRY" 2>/dev/null || true)" != true ]; then
-  docker rm -f "$REGISTRY" >/dev/null 2>&1 || true
-  docker run -d --restart=always -p "127.0.0.1:$REGISTRY_PORT:5000" --network bridge \
-    --name "$REGISTRY" registry:2
-fi
-
-echo "== kind cluster $CLUSTER"
-kind get clusters | grep -qx "$CLUSTER" || kind create cluster --config manifests/kind/cluster.yaml
-for node in $(kind get nodes --name "$CLUSTER"); do
-  dir="/etc/containerd/certs.d/localhost:$REGISTRY_PORT"
-  docker exec "$node" mkdir -p "$dir"
-  printf '[host."http://%s:5000"]\n' "$REGISTRY" | docker exec -i "$node" cp /dev/stdin "$dir/hosts.toml"
-done
-if [ "$(docker inspect -f '{{json .NetworkSettings.Networks.kind}}' "$REGISTRY")" = null ]; then
-  docker network connect kind "$REGISTRY"
-fi
-"${KUBECTL[@]}" apply -f manifests/kind/local-registry-hosting.yaml
+KIND_CLUSTER="$CLUSTER" manifests/kind/up.sh  # local registry + cluster (idempotent)
 
 echo "== credentials ($STATE/credentials.env, generated once)"
 if [ ! -f "$STATE/credentials.env" ]; then
