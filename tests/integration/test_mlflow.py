@@ -96,7 +96,8 @@ def project(tmp_path_factory: pytest.TempPathFactory, fsdd_dir: Path, mlflow_ser
         project, data={**TINY, "fsdd_source": str(fsdd_dir)}, train={"epochs": 2, "batch_size": 16}
     )
     env = {"MLFLOW_TRACKING_URI": mlflow_server}
-    run_kws(project, "data", "prepare", env=env)
+    for command in (["data", "fetch"], ["data", "prepare"], ["featurize"]):
+        run_kws(project, *command, env=env)
     for epochs in ("2", "3"):
         for command in (["train", "--set", f"train.epochs={epochs}"], ["evaluate"], ["export"]):
             run_kws(project, *command, env=env)

@@ -39,7 +39,14 @@ IMPROVED = {
 def improved_project(tmp_path_factory: pytest.TempPathFactory, fsdd_dir: Path) -> Path:
     project = tmp_path_factory.mktemp("improved")
     write_params(project, data={**TINY, "fsdd_source": str(fsdd_dir)}, **IMPROVED)
-    for command in (["data", "prepare"], ["train"], ["evaluate"], ["export"]):
+    for command in (
+        ["data", "fetch"],
+        ["data", "prepare"],
+        ["featurize"],
+        ["train"],
+        ["evaluate"],
+        ["export"],
+    ):
         run_kws(project, *command)
     return project
 

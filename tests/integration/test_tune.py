@@ -19,6 +19,7 @@ def tuned_project(tmp_path_factory: pytest.TempPathFactory, fsdd_dir: Path) -> P
     write_params(
         project, data={**TINY, "fsdd_source": str(fsdd_dir)}, train={"epochs": 2, "batch_size": 16}
     )
+    run_kws(project, "data", "fetch")
     run_kws(project, "data", "prepare")
     run_kws(project, "tune", "--trials", "2", "--output", "tuned.yaml", "--plots", "plots")
     run_kws(project, "tune", "--trials", "1", "--output", "tuned.yaml", "--plots", "plots")

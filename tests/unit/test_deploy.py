@@ -11,8 +11,8 @@ import yaml
 from typer.testing import CliRunner
 
 from kws import deploy
+from kws.cli.deploy import app
 from kws.deploy import DeployError
-from kws.deploy_cli import app
 
 
 def canary(v1: int = 90, v2: int = 10) -> dict[str, Any]:
