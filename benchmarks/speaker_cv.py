@@ -6,7 +6,7 @@
    the numpy log-mel front end's).
 
 Usage (from the repo root):
-  KWS_FSDD_SOURCE=../shared/data/fsdd python benchmarks/speaker_cv.py [--overlay FILE]
+  KWS_FSDD_SOURCE=/path/to/fsdd python benchmarks/speaker_cv.py [--overlay FILE]
       [--set key=value ...] [--name NAME] [--speaker S ...]
 """
 

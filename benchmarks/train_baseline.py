@@ -1,6 +1,6 @@
 """Baseline on the whole FSDD mirror: wall time, feature throughput, held-out-speaker accuracy.
 
-Usage: KWS_FSDD_SOURCE=../shared/data/fsdd python benchmarks/train_baseline.py
+Usage: KWS_FSDD_SOURCE=/path/to/fsdd python benchmarks/train_baseline.py
        --overlay pipelines/configs/params/baseline.yaml
 """
 

@@ -105,9 +105,9 @@ def _bc_block(x, channels: int, freq_stride: int, dilation: int, dropout: float,
         x = layers.BatchNormalization(name=f"{name}_expand_bn")(x)
         x = layers.ReLU(name=f"{name}_expand_relu")(x)
     # layout (batch, time, freq, channels): frequency convs are (1, k), temporal ones (k, 1)
-    f2 = layers.DepthwiseConv2D(
-        (1, 3), strides=(1, freq_stride), padding="same", use_bias=False, name=f"{name}_freq"
-    )(x)
+    f2 = layers.DepthwiseConv2D((1, 3), padding="same", use_bias=False, name=f"{name}_freq")(x)
+    if freq_stride > 1:
+        f2 = _frequency_stride(f2, freq_stride, name=f"{name}_freq_stride")
     f2 = layers.BatchNormalization(name=f"{name}_freq_bn")(f2)
     f1 = layers.AveragePooling2D((1, f2.shape[2]), name=f"{name}_pool")(f2)  # over frequency
     f1 = layers.DepthwiseConv2D(
@@ -119,6 +119,22 @@ def _bc_block(x, channels: int, freq_stride: int, dilation: int, dropout: float,
     f1 = layers.SpatialDropout2D(dropout, name=f"{name}_drop")(f1)
     out = layers.Add(name=f"{name}_add")([f2, f1] if transition else [x, f2, f1])
     return layers.ReLU(name=f"{name}_relu")(out)
+
+
+def _frequency_stride(x, stride: int, name: str):
+    """Keep the frequency bins a (1, 3) "same" depthwise conv with strides (1, stride) would
+    centre on: that conv, computed at stride 1 then subsampled. TensorFlow's CPU depthwise
+    kernel without oneDNN only takes equal strides in time and frequency."""
+    from keras import layers
+
+    bins, kernel = x.shape[2], 3
+    kept = -(-bins // stride)
+    pad_before = max((kept - 1) * stride + kernel - bins, 0) // 2  # TF's "same" padding
+    first = kernel // 2 - pad_before  # the stride-1 bin the strided conv's first output is
+    if first:
+        x = layers.Cropping2D(((0, 0), (first, 0)), name=f"{name}_crop")(x)
+    # a 1x1 max pool with strides (1, stride) keeps every stride-th bin, nothing else
+    return layers.MaxPooling2D((1, 1), strides=(1, stride), name=name)(x)
 
 
 def _bc_resnet(inputs, norm, n_classes: int, p: ModelParams):

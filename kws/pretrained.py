@@ -3,9 +3,10 @@
 Google trained it on a large speech corpus to make keyword spotters that learn from few
 and synthesized examples (Lin et al., "Training keyword spotters with limited and
 synthesized speech data", ICASSP 2020; TF Hub google/speech_embedding/1, Apache-2.0).
-openWakeWord 0.5.1 ships it as `embedding_model.tflite` in its PyPI wheel; we download
-that wheel (checksummed), read the 20 conv layers' weights and rebuild the stack in
-Keras, so the exported model is one self-contained TFLite file. Weights are never committed.
+openWakeWord 0.5.1 ships it as `embedding_model.tflite` in its wheel on PyPI; we fetch
+that wheel with `pip download` (so pip's own index, mirror and proxy settings apply),
+check its SHA-256, read the 20 conv layers' weights and rebuild the stack in Keras, so
+the exported model is one self-contained TFLite file. Weights are never committed.
 
 Its front end (what `features.*` must reproduce): 16 kHz, 25 ms periodic Hann window in
 a 512-point FFT, 10 ms hop, uncentred frames, 32 Slaney mels 60-3800 Hz, power in dB
@@ -16,22 +17,22 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
+import tempfile
 import zipfile
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from kws.data.download import download, sha256_file
+from kws.data.download import sha256_file
 from kws.errors import DataError
 
 log = logging.getLogger(__name__)
 
-WHEEL_URL = (
-    "https://files.pythonhosted.org/packages/00/b7/"
-    "4bbef6bd840866579672eb7240c19f547dcb12dc685dbf725a67a6afbac3/"
-    "openwakeword-0.5.1-py3-none-any.whl"
-)
+REQUIREMENT = "openwakeword==0.5.1"
+WHEEL_FILE = "openwakeword-0.5.1-py3-none-any.whl"
 WHEEL_SHA256 = "015467e49f08b0ef8efa433690ce70566abb72f7c36501a6fa893762b4ddc559"
 MODELS_IN_WHEEL = "openwakeword/resources/models/"
 EMBEDDING_FILE = "embedding_model.tflite"
@@ -74,7 +75,7 @@ def cache_dir() -> Path:
 
 def model_file(name: str = EMBEDDING_FILE) -> Path:
     """Path of one of the wheel's .tflite models: from $KWS_SPEECH_EMBEDDING_SOURCE, the
-    cache, or a checksummed download of the openWakeWord 0.5.1 wheel from PyPI."""
+    cache, or the openWakeWord 0.5.1 wheel fetched from PyPI by pip and checksummed."""
     if name not in MODEL_SHA256:
         raise DataError(f"unknown pretrained model file {name!r}")
     source = os.environ.get(SOURCE_ENV)
@@ -90,11 +91,43 @@ def model_file(name: str = EMBEDDING_FILE) -> Path:
     target = cache_dir() / name
     if target.is_file() and sha256_file(target) == MODEL_SHA256[name]:
         return target
-    wheel = cache_dir() / WHEEL_URL.rsplit("/", 1)[1]
+    wheel = cache_dir() / WHEEL_FILE
     if not wheel.is_file() or sha256_file(wheel) != WHEEL_SHA256:
-        log.info("downloading the speech embedding (openWakeWord 0.5.1 wheel, 16.7 MB)")
-        download(WHEEL_URL, wheel, WHEEL_SHA256)
+        _pip_download_wheel(wheel)
     return _verified(_extract(wheel, name))
+
+
+def _pip_download_wheel(wheel: Path) -> None:
+    """Fetch the openWakeWord wheel with this interpreter's pip (the user's index, mirror,
+    proxy and certificates apply), check its SHA-256 and move it to wheel."""
+    log.info("downloading the speech embedding (%s wheel, 16.7 MB) with pip", REQUIREMENT)
+    wheel.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=wheel.parent, prefix=".pip-") as staging:
+        command = [sys.executable, "-m", "pip", "download", REQUIREMENT, "--no-deps"]
+        command += ["--only-binary=:all:", "--disable-pip-version-check", "-d", staging]
+        try:
+            proc = subprocess.run(command, capture_output=True, text=True, check=False)
+        except OSError as exc:
+            raise DataError(f"pip download {REQUIREMENT} could not start: {exc}") from exc
+        fetched = Path(staging) / WHEEL_FILE
+        if proc.returncode != 0 or not fetched.is_file():
+            raise DataError(
+                f"pip download {REQUIREMENT} failed: {_last_error(proc.stderr or proc.stdout)} "
+                f"(offline: set {SOURCE_ENV} to a copy of {WHEEL_FILE})"
+            )
+        if sha256_file(fetched) != WHEEL_SHA256:
+            raise DataError(
+                f"pip download {REQUIREMENT}: checksum mismatch (not the published {WHEEL_FILE}; "
+                "check the package index or mirror pip is configured for)"
+            )
+        fetched.replace(wheel)
+
+
+def _last_error(output: str) -> str:
+    """The line of pip's output that says what went wrong."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ERROR:")]
+    return (errors or lines or ["no output"])[-1]
 
 
 def _verified(path: Path) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SHARED_FSDD, write_params
+from tests.helpers import local_fsdd, write_params
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -18,10 +18,12 @@ TINY = {"max_per_class": 4, "synthetic_voices": 0}  # synthesis has its own test
 
 @pytest.fixture(scope="session")
 def fsdd_dir() -> Path:
-    """The local FSDD mirror that tests and CI use instead of a download."""
-    if not (SHARED_FSDD / "recordings").is_dir():
-        pytest.fail(f"FSDD mirror missing at {SHARED_FSDD}: tests need ../shared beside the repo")
-    return SHARED_FSDD
+    """The local FSDD copy ($KWS_FSDD_SOURCE) that tests and CI use instead of a download."""
+    try:
+        return local_fsdd()
+    except LookupError as exc:
+        reason = str(exc)
+    pytest.fail(reason)
 
 
 def run_kws(

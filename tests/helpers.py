@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,23 @@ import soundfile as sf
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_FSDD = REPO.parent / "shared" / "data" / "fsdd"
+FSDD_ENV = "KWS_FSDD_SOURCE"  # the variable `kws data fetch` reads too
+
+
+def local_fsdd() -> Path:
+    """The unpacked FSDD copy (a folder with recordings/) that $KWS_FSDD_SOURCE names."""
+    source = os.environ.get(FSDD_ENV)
+    if not source:
+        raise LookupError(
+            f"{FSDD_ENV} is not set: tests need it to name a local FSDD copy "
+            "(a folder with recordings/), e.g. a clone of the FSDD repository"
+        )
+    folder = Path(source).expanduser().resolve()
+    if folder.name == "recordings":
+        folder = folder.parent
+    if not (folder / "recordings").is_dir():
+        raise LookupError(f"{FSDD_ENV}={source}: no recordings/ folder there (tests need one)")
+    return folder
 
 
 def tone(

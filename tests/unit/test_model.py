@@ -40,6 +40,25 @@ def test_bc_resnet_reloads_from_a_keras_file(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("n_mels", [40, 38])  # 20 / 19 bins into the first strided block
+def test_bc_resnet_frequency_stride_computes_the_strided_depthwise_conv(n_mels: int) -> None:
+    import keras
+    import tensorflow as tf
+
+    x = np.random.default_rng(2).standard_normal((2, 40, n_mels)).astype(np.float32)
+    model = build_model(ModelParams("bc_resnet", 0.1, 8), (40, n_mels), 10, x)
+    for block in ("bc1_0", "bc2_0"):  # the blocks with frequency stride 2
+        conv = model.get_layer(f"{block}_freq")
+        strided = keras.Model(conv.input, model.get_layer(f"{block}_freq_stride").output)
+        h = np.random.default_rng(3).standard_normal((2, *conv.input.shape[1:]))
+        h = h.astype(np.float32)
+        # equal strides run on every CPU; every other frame of it is the (1, 2)-strided conv
+        reference = tf.nn.depthwise_conv2d(h, conv.get_weights()[0], [1, 2, 2, 1], "SAME")
+        ours = np.asarray(strided(h))
+        assert ours.shape[2] == -(-h.shape[2] // 2)
+        np.testing.assert_allclose(ours[:, ::2], reference.numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_unknown_architecture_is_a_params_error() -> None:
     x = np.zeros((2, 40, 40), dtype=np.float32)
     with pytest.raises(ParamsError, match="bc_resnet"):

