@@ -10,18 +10,26 @@ import numpy as np
 import soundfile as sf
 import yaml
 
+from kws.errors import KwsError
+from kws.params import FeatureParams
+
 REPO = Path(__file__).resolve().parents[1]
 FSDD_ENV = "KWS_FSDD_SOURCE"  # the variable `kws data fetch` reads too
 
 
 def local_fsdd() -> Path:
-    """The unpacked FSDD copy (a folder with recordings/) that $KWS_FSDD_SOURCE names."""
+    """The FSDD copy tests use (a folder with recordings/): the one $KWS_FSDD_SOURCE names,
+    else the real release downloaded once (verified) into ~/.cache/kws/fsdd."""
     source = os.environ.get(FSDD_ENV)
     if not source:
-        raise LookupError(
-            f"{FSDD_ENV} is not set: tests need it to name a local FSDD copy "
-            "(a folder with recordings/), e.g. a clone of the FSDD repository"
-        )
+        from kws.data import fsdd  # the real download path, as `kws data fetch` takes it
+
+        try:
+            return fsdd.fetch(Path.home() / ".cache" / "kws" / "fsdd").parent
+        except KwsError as exc:
+            raise LookupError(
+                f"{exc} (offline: set {FSDD_ENV} to a local FSDD copy with recordings/)"
+            ) from exc
     folder = Path(source).expanduser().resolve()
     if folder.name == "recordings":
         folder = folder.parent
@@ -57,3 +65,11 @@ def write_params(project: Path, **sections: dict) -> Path:
     path = project / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
+
+
+# The from-scratch models' front end (pipelines/configs/params/ds_cnn.yaml): 1 s clips,
+# 40 centred mels of 20-4000 Hz on a natural-log scale. The default (params.yaml) is the
+# speech embedding's dB front end; tests of ln-scale behaviour name this one.
+LN_FRONT_END = FeatureParams(
+    clip_seconds=1.0, n_mels=40, fmin=20.0, fmax=4000.0, center=True, scale="ln"
+)

@@ -18,7 +18,7 @@ import soundfile as sf
 from kws.data import fetch, fsdd, prepare, scan_labelled_folder, speech_commands
 from kws.errors import DataError
 from kws.params import Params, PathParams
-from tests.helpers import tone, wav_bytes
+from tests.helpers import LN_FRONT_END, tone, wav_bytes
 
 
 def project_params(tmp_path: Path, **data: object) -> Params:
@@ -183,7 +183,6 @@ def test_corrupt_files_are_skipped_with_a_counted_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from kws.data.features import featurize_samples
-    from kws.params import FeatureParams
 
     good = tmp_path / "good.wav"
     good.write_bytes(wav_bytes(tone(0.5)))
@@ -195,7 +194,7 @@ def test_corrupt_files_are_skipped_with_a_counted_warning(
 
     samples = [Sample(str(p), "yes", "a", "train") for p in (good, bad, empty)]
     with caplog.at_level(logging.WARNING):
-        fs = featurize_samples(samples, FeatureParams())
+        fs = featurize_samples(samples, LN_FRONT_END)
     assert fs.x.shape[0] == 1 and len(fs.skipped) == 2
     assert "skipped 2 unreadable file(s)" in caplog.text
 

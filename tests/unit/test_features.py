@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from kws.errors import ParamsError
 from kws.features import log_mel, speech_span, time_normalize
 from kws.params import FeatureParams
-from tests.helpers import tone
+from tests.helpers import LN_FRONT_END, tone
 
 
 def word_at(start_s: float, seconds: float) -> np.ndarray:
@@ -20,14 +22,14 @@ def word_at(start_s: float, seconds: float) -> np.ndarray:
 
 
 def test_features_have_the_configured_number_of_frames() -> None:
-    fp = FeatureParams(frames=40, trim_db=30)
+    fp = replace(LN_FRONT_END, frames=40, trim_db=30)
     assert fp.n_frames == 40
     assert log_mel(word_at(0.3, 0.4), fp).shape == (40, fp.n_mels)
-    assert FeatureParams().n_frames == 101  # without time normalisation: the whole clip
+    assert LN_FRONT_END.n_frames == 101  # without time normalisation: the whole clip
 
 
 def test_speech_span_finds_the_word_within_a_couple_of_frames() -> None:
-    feats = log_mel(word_at(0.3, 0.4), FeatureParams())
+    feats = log_mel(word_at(0.3, 0.4), LN_FRONT_END)
     first, last = speech_span(feats, trim_db=30, margin=0)
     assert abs(first - 30) <= 3 and abs(last - 70) <= 3  # 10 ms frames
 
@@ -39,13 +41,13 @@ def test_without_trimming_the_whole_clip_is_stretched() -> None:
 
 
 def test_the_same_word_early_or_late_gives_the_same_features() -> None:
-    fp = FeatureParams(frames=32, trim_db=30)
+    fp = replace(LN_FRONT_END, frames=32, trim_db=30)
     early, late = log_mel(word_at(0.1, 0.4), fp), log_mel(word_at(0.5, 0.4), fp)
     np.testing.assert_allclose(early, late, atol=1e-3)
 
 
 def test_a_fast_and_a_slow_word_fill_the_same_frames() -> None:
-    fp = FeatureParams(frames=32, trim_db=30)
+    fp = replace(LN_FRONT_END, frames=32, trim_db=30)
     fast, slow = log_mel(word_at(0.3, 0.25), fp), log_mel(word_at(0.2, 0.5), fp)
     # a steady tone: once stretched, every inner frame is the tone, whatever its duration
     band = int(np.argmax(slow[16]))
@@ -54,7 +56,7 @@ def test_a_fast_and_a_slow_word_fill_the_same_frames() -> None:
 
 
 def test_silence_is_stretched_whole_not_an_error() -> None:
-    out = log_mel(np.zeros(16000, dtype=np.float32), FeatureParams(frames=40, trim_db=30))
+    out = log_mel(np.zeros(16000, dtype=np.float32), replace(LN_FRONT_END, frames=40, trim_db=30))
     assert out.shape == (40, 40) and np.isfinite(out).all()
 
 
@@ -85,13 +87,13 @@ def test_tilt_normalisation_removes_a_microphone_tilt_and_keeps_formant_peaks() 
 @pytest.mark.parametrize("level", [1.0, 1e-3])
 def test_a_quiet_word_is_found_as_well_as_a_loud_one(level: float) -> None:
     # digital silence around the word must never pass for sound, even 45 dB down
-    feats = log_mel(word_at(0.3, 0.4) * level, FeatureParams())
+    feats = log_mel(word_at(0.3, 0.4) * level, LN_FRONT_END)
     first, last = speech_span(feats, trim_db=45, margin=0)
     assert abs(first - 30) <= 3 and abs(last - 70) <= 3
 
 
 def test_db_scale_is_floored_top_db_under_the_clip_peak() -> None:
-    fp = FeatureParams(scale="db", top_db=80.0, center=False)
+    fp = replace(LN_FRONT_END, scale="db", top_db=80.0, center=False)
     clip = np.concatenate([np.zeros(8000, np.float32), tone(0.5)])  # digital silence, then a tone
     feats = log_mel(clip, fp)
     assert feats.shape == (fp.n_frames, fp.n_mels) == (1 + (16000 - 512) // 160, 40)
@@ -102,8 +104,8 @@ def test_db_scale_is_floored_top_db_under_the_clip_peak() -> None:
 
 def test_uncentred_frames_start_at_the_first_sample() -> None:
     clip = tone(1.0)
-    centred = log_mel(clip, FeatureParams(center=True))
-    uncentred = log_mel(clip, FeatureParams(center=False))
+    centred = log_mel(clip, replace(LN_FRONT_END, center=True))
+    uncentred = log_mel(clip, replace(LN_FRONT_END, center=False))
     assert centred.shape[0] == 101 and uncentred.shape[0] == 97
     # a steady tone: the same spectrum, without the zero padding of centred edge frames
     assert uncentred[0].argmax() == centred[50].argmax()

@@ -17,7 +17,7 @@ from kws.model import build_model, load_keras_model
 from kws.params import FeatureParams, ModelParams
 
 EMBEDDING_FRONT_END = FeatureParams(
-    n_mels=32, fmin=60.0, fmax=3800.0, center=False, scale="db", top_db=80.0
+    clip_seconds=1.0, n_mels=32, fmin=60.0, fmax=3800.0, center=False, scale="db", top_db=80.0
 )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from kws.data import fsdd
 from tests.helpers import FSDD_ENV, REPO, local_fsdd
 
 FORBIDDEN_PREFIXES = ("data/", "models/", "mlruns/", "mlartifacts/", ".cache/", ".venv/")
@@ -58,7 +59,10 @@ def test_tests_find_the_fsdd_through_the_environment_variable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(FSDD_ENV, raising=False)
-    with pytest.raises(LookupError, match=f"{FSDD_ENV} is not set"):
+    # unset: the real download path, here pointed at a closed local port (no network)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(fsdd.URL_ENV, "http://127.0.0.1:9/fsdd.tar.gz")
+    with pytest.raises(LookupError, match=f"offline: set {FSDD_ENV}"):
         local_fsdd()
     monkeypatch.setenv(FSDD_ENV, str(tmp_path))
     with pytest.raises(LookupError, match="no recordings/ folder"):
