@@ -37,10 +37,11 @@ test: setup  ## the whole test suite (unit + integration on the FSDD mirror)
 test-fast: setup  ## unit tests only
 	$(BIN)/python -m pytest -q -m "not slow" tests/unit
 
-lint: setup  ## ruff + mypy
-	$(BIN)/ruff check kws tests benchmarks pipelines
-	$(BIN)/ruff format --check kws tests benchmarks pipelines
-	$(BIN)/mypy kws
+lint: setup  ## ruff, mypy and the import-layer contracts (docs/architecture.md)
+	$(BIN)/ruff check kws tests benchmarks pipelines docs
+	$(BIN)/ruff format --check kws tests benchmarks pipelines docs
+	$(BIN)/mypy kws pipelines
+	$(BIN)/lint-imports
 
 demo: setup  ## the whole story: data, ZenML pipeline v1 + v2, serve, gate, hot swap, rollback
 	$(KWS) demo

@@ -163,7 +163,7 @@ def registered_version(output: str) -> str:
     return match.group(1)
 
 
-def test_clip(prepared: Path) -> Path:
+def unseen_speaker_clip(prepared: Path) -> Path:
     """A real recording of the test speaker (no training or selection ever saw them)."""
     with (prepared / "manifest.csv").open() as handle:
         for row in csv.DictReader(handle):
@@ -189,7 +189,7 @@ def demo(
     story.variant = registered_version(run("pipeline", "run", "--config", "variant"))
     typer.echo(f"v{story.baseline} (baseline CNN) is champion, v{story.variant} challenger")
     step(3, "serve the champion and ask it about a recording of the unseen test speaker")
-    wav = test_clip(Path("data/prepared"))
+    wav = unseen_speaker_clip(Path("data/prepared"))
     with running_server("models:/kws@champion", port or free_port(), poll=1.0) as url:
         answer = predict(url, wav)
         story.answers.append((f"v{story.baseline} as champion", answer["label"]))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kws.cli.demo import Story, free_port, predict, running_server, swap_story, test_clip
+from kws.cli.demo import Story, free_port, predict, running_server, swap_story, unseen_speaker_clip
 from tests.conftest import run_kws
 
 pytestmark = pytest.mark.slow
@@ -33,7 +33,7 @@ def test_serve_promote_hot_swap_and_rollback_answer_from_the_expected_versions(
     versions = run_kws(project, "registry", "list").stdout
     assert "challenger" in versions and "champion" in versions
     champion, challenger = "1", "2"
-    wav = project / test_clip(project / "data/prepared")
+    wav = project / unseen_speaker_clip(project / "data/prepared")
     story = Story()
     with running_server("models:/kws@champion", free_port(), poll=0.5) as url:
         assert predict(url, wav)["model"] == {
