@@ -16,7 +16,7 @@ import pandas as pd
 
 from kws import tracking
 from kws.errors import KwsError
-from kws.package import read_metadata
+from kws.package import is_package, read_metadata
 
 log = logging.getLogger(__name__)
 # The pyfunc flavour's code, handed to MLflow as a file ("models from code"): the serving
@@ -210,7 +210,11 @@ class Registry:
             artifact_uri=f"models:/{self.name}/{version}",
             dst_path=str(dest) if dest else None,
         )
-        return Path(target) / "artifacts" / "package"
+        # MLflow keeps the `package` artifact under artifacts/, named after the folder logged
+        found = [d for d in sorted((Path(target) / "artifacts").glob("*")) if is_package(d)]
+        if not found:
+            raise RegistryError(f"version {version} of {self.name!r} holds no model package")
+        return found[0]
 
 
 def register_package(package: Path, model_name: str, example_wav: bytes) -> str:

@@ -15,9 +15,10 @@ from kws_pipelines.steps.common import step_params
 def register(
     params: dict[str, Any], mlflow_run_id: str, model_package: Path
 ) -> Annotated[str, "model_version"]:
-    """Register; the version, run and store are logged as metadata of the pipeline run."""
+    """Register the package export wrote (model_package, ZenML's copy of it, orders the steps);
+    the version, run and store are logged as metadata of the pipeline run."""
     p = step_params(params)
-    version = stages.register(p.replace(paths={"package": str(model_package)}))
+    version = stages.register(p)
     log_metadata(
         metadata={
             "mlflow_run_id": mlflow_run_id,
