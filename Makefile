@@ -96,3 +96,13 @@ serve: setup  ## KServe ModelServer on :8080 with the registry champion (POST a 
 
 bench-serve: setup  ## serving latency/throughput/memory vs mlflow models serve (needs wrk)
 	$(BIN)/python benchmarks/serve.py
+
+.PHONY: captures
+CHROMIUM ?= /usr/bin/chromium
+captures: setup  ## screenshots of the demo's MLflow UI and ZenML dashboard -> docs/captures/
+	@test -x "$(CHROMIUM)" || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq chromium; \
+	  else echo "install Chromium (Debian: sudo apt-get install chromium) or set CHROMIUM=..." >&2; \
+	    exit 1; fi; }
+	CHROMIUM="$(CHROMIUM)" $(BIN)/python docs/captures/capture.py .
