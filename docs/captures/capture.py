@@ -18,6 +18,7 @@ import argparse
 import base64
 import contextlib
 import importlib.metadata
+import importlib.util
 import io
 import json
 import logging
@@ -223,8 +224,6 @@ def server_env() -> dict[str, str]:
 def start_mlflow(project: Path, logs: Path) -> Server:
     """`mlflow server` on the project's SQLite store and artifact folder (one worker)."""
     database = project / "mlflow.db"
-    if not database.is_file():
-        raise CaptureError(f"no MLflow store at {database}: run `make demo` first")
     port = free_port()
     command = [
         sys.executable, "-m", "mlflow", "server",
@@ -296,16 +295,6 @@ def running_local_zenml(env: dict[str, str], logs: Path) -> str | None:
 
 def start_zenml(logs: Path) -> Server:
     """The local ZenML dashboard: a running `zenml login --local` one, else a blocking one."""
-    try:
-        importlib.metadata.distribution("zenml")
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise CaptureError("ZenML is not installed: pip install -e '.[pipeline]'") from exc
-    missing = missing_zenml_server_packages()
-    if missing:
-        raise CaptureError(
-            "the ZenML dashboard needs zenml[server]: pip install 'zenml[server]=="
-            f"{importlib.metadata.version('zenml')}' (missing: {', '.join(missing)})"
-        )
     env = server_env()
     existing = running_local_zenml(env, logs)
     if existing:  # the user's own dashboard: use it, leave it running
@@ -608,12 +597,8 @@ def survey_answered(page: Any) -> None:
 @contextlib.contextmanager
 def browser_page(chromium: str, origins: list[str]) -> Iterator[Browser]:
     """A fresh headless Chromium (new profile) with one 1280x800 page."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as exc:
-        raise CaptureError("playwright is not installed: pip install -e '.[dev]'") from exc
-    if not Path(chromium).is_file():
-        raise CaptureError(f"no Chromium at {chromium} (Debian: apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
     with (
         tempfile.TemporaryDirectory(prefix="kws-captures-profile-") as profile,
         sync_playwright() as playwright,
@@ -796,11 +781,32 @@ def take(browser: Browser, picture: Picture, out: Path, attempts: int = 3) -> st
 # ---------------------------------------------------------------- main
 
 
+def preflight(project: Path, chromium: str) -> None:
+    """Everything that can be checked before a server starts: one clear line if missing."""
+    if not (project / "mlflow.db").is_file():
+        raise CaptureError(f"no MLflow store at {project / 'mlflow.db'}: run `make demo` first")
+    if importlib.util.find_spec("playwright") is None:
+        raise CaptureError("playwright is not installed: pip install -e '.[dev]'")
+    if not Path(chromium).is_file():
+        raise CaptureError(f"no Chromium at {chromium} (Debian: apt-get install chromium)")
+    try:
+        importlib.metadata.distribution("zenml")
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise CaptureError("ZenML is not installed: pip install -e '.[pipeline]'") from exc
+    missing = missing_zenml_server_packages()
+    if missing:
+        raise CaptureError(
+            "the ZenML dashboard needs zenml[server]: pip install 'zenml[server]=="
+            f"{importlib.metadata.version('zenml')}' (missing: {', '.join(missing)})"
+        )
+
+
 def capture(project: Path, out: Path, chromium: str, names: Names, say: Say) -> None:
     """Start both servers, take the five pictures, stop the servers whatever happens.
 
     The servers' logs are removed, except after a server or page failure (the error names them).
     """
+    preflight(project, chromium)
     started = time.monotonic()
     servers: list[Server] = []
     logs = Path(tempfile.mkdtemp(prefix="kws-captures-logs-"))
