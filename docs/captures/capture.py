@@ -746,7 +746,7 @@ def failure(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def take(browser: Browser, picture: Picture, out: Path, attempts: int = 3) -> str:
+def take(browser: Browser, picture: Picture, out: Path, attempts: int = 4) -> str:
     """Open the page, wait for its content, photograph it (retried); the line that reports it.
 
     A page that never shows its content is an error naming it, with a picture of what it
