@@ -40,7 +40,7 @@ test-fast: setup  ## unit tests only
 lint: setup  ## ruff, mypy and the import-layer contracts (docs/architecture.md)
 	$(BIN)/ruff check kws tests benchmarks pipelines docs
 	$(BIN)/ruff format --check kws tests benchmarks pipelines docs
-	$(BIN)/mypy kws pipelines
+	$(BIN)/mypy kws pipelines docs/captures/capture.py docs/proofs/dvc_proof.py
 	$(BIN)/lint-imports
 
 demo: setup  ## the whole story: data, ZenML pipeline v1 + v2, serve, gate, hot swap, rollback
@@ -124,3 +124,13 @@ $(CHECKOV_VENV)/bin/checkov:  # checkov's pins clash with the project's: a venv 
 
 chart-check: setup $(CHECKOV_VENV)/bin/checkov  ## render the chart for every overlay, checkov on the manifests
 	$(BIN)/python -m tests.chart_check --checkov $(CHECKOV_VENV)/bin/checkov
+
+.PHONY: captures
+CHROMIUM ?= /usr/bin/chromium
+captures: setup  ## screenshots of the demo's MLflow UI and ZenML dashboard -> docs/captures/
+	@test -x "$(CHROMIUM)" || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq chromium; \
+	  else echo "install Chromium (Debian: sudo apt-get install chromium) or set CHROMIUM=..." >&2; \
+	    exit 1; fi; }
+	CHROMIUM="$(CHROMIUM)" $(BIN)/python docs/captures/capture.py .
