@@ -183,19 +183,33 @@ def serve(
         help="Package folder, models:/kws@champion, models:/kws/3 or s3://... (env KWS_MODEL_URI).",
     ),
     port: int = typer.Option(8080, envvar="KWS_PORT", help="HTTP port."),
-    name: str = typer.Option("kws", help="Model name in the V1/V2 routes."),
-    max_upload: int = typer.Option(1 << 20, min=1024, help="Upload limit of /predict (bytes)."),
-    max_seconds: float = typer.Option(10.0, min=0.1, help="Longest audio accepted (seconds)."),
+    name: str = typer.Option(
+        "kws", envvar="KWS_MODEL_NAME", help="Model name in the V1/V2 routes."
+    ),
+    max_upload: int = typer.Option(
+        1 << 20, envvar="KWS_MAX_UPLOAD_BYTES", min=1024, help="Upload limit of /predict (bytes)."
+    ),
+    max_seconds: float = typer.Option(
+        10.0, envvar="KWS_MAX_SECONDS", min=0.1, help="Longest audio accepted (seconds)."
+    ),
     poll: float = typer.Option(
         30.0,
         envvar="KWS_POLL_SECONDS",
         min=0,
         help="Seconds between registry alias checks (0: off).",
     ),
-    access_log: bool = typer.Option(False, help="Log every request (metrics count them anyway)."),
-    threads: int = typer.Option(1, min=1, help="TFLite threads per inference."),
+    access_log: bool = typer.Option(
+        False, envvar="KWS_ACCESS_LOG", help="Log every request (metrics count them anyway)."
+    ),
+    threads: int = typer.Option(
+        1, envvar="KWS_THREADS", min=1, help="TFLite threads per inference."
+    ),
 ) -> None:
-    """Serve a model with KServe's ModelServer: /predict, V1, V2, /metrics (Ctrl-C stops)."""
+    """Serve a model with KServe's ModelServer: /predict, V1, V2, /metrics (Ctrl-C stops).
+
+    Every option also reads an environment variable; the admin API's token is the variable
+    KWS_ADMIN_TOKEN only, never an option (it stays out of process listings).
+    """
     from kws.serving.server import ServeSettings
     from kws.serving.server import serve as run_server
 
