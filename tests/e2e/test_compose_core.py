@@ -16,7 +16,7 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.e2e.conftest import Stack, build_image, wait_for_http
+from tests.e2e.support import Stack, build_image, wait_for_http
 from tests.helpers import REPO
 
 MLFLOW_BUCKET, DVC_BUCKET = "kws-mlflow", "kws-dvc"  # the defaults of .env.example
