@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import shutil
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +24,7 @@ log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY_TAG = "champion_history"
 MODEL_ARTIFACT = "model"
+PACKAGE_ARTIFACT = "package"  # the pyfunc artifact (and its folder) holding the model package
 
 
 class RegistryError(KwsError):
@@ -36,7 +39,7 @@ class KwsPyfunc(PythonModel):
         from kws.inference import serve_single_threaded
 
         serve_single_threaded()
-        self.predictor = Predictor.from_path(context.artifacts["package"])
+        self.predictor = Predictor.from_path(context.artifacts[PACKAGE_ARTIFACT])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
         """One row per clip: column `audio` (WAV bytes) or `waveform` + `sample_rate`."""
@@ -106,23 +109,28 @@ def signature_and_example(example_wav: bytes) -> tuple[Any, pd.DataFrame]:
 def log_pyfunc(run_id: str, package_dir: Path, example_wav: bytes) -> str:
     """Log the package as a pyfunc model in the run; return its model URI."""
     signature, example = signature_and_example(example_wav)
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.pyfunc.log_model(
-            name=MODEL_ARTIFACT,
-            python_model=KwsPyfunc(),
-            artifacts={"package": str(package_dir)},
-            signature=signature,
-            input_example=example,
-            pip_requirements=[
-                "kws-mlops",
-                "mlflow",
-                "pandas",
-                "numpy",
-                "librosa",
-                "soundfile",
-                "ai-edge-litert",
-            ],
-        )
+    with tempfile.TemporaryDirectory(prefix="kws-pyfunc-") as scratch:
+        # MLflow stores an artifact folder under its own name (a pipeline's is a temporary
+        # one): stage it as `package`, where download_package and every reader look
+        staged = Path(scratch) / PACKAGE_ARTIFACT
+        shutil.copytree(package_dir, staged)
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_ARTIFACT,
+                python_model=KwsPyfunc(),
+                artifacts={PACKAGE_ARTIFACT: str(staged)},
+                signature=signature,
+                input_example=example,
+                pip_requirements=[
+                    "kws-mlops",
+                    "mlflow",
+                    "pandas",
+                    "numpy",
+                    "soundfile",
+                    "soxr",
+                    "ai-edge-litert",
+                ],
+            )
     return str(info.model_uri)
 
 
@@ -257,11 +265,25 @@ class Registry:
     def download_package(self, version: str, dest: Path | None = None) -> Path:
         """The model package of a version, downloaded (cached per version)."""
         self.show(version)
-        target = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{self.name}/{version}",
-            dst_path=str(dest) if dest else None,
+        target = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{self.name}/{version}",
+                dst_path=str(dest) if dest else None,
+            )
         )
-        return Path(target) / "artifacts" / "package"
+        return target / package_path(target)
+
+
+def package_path(model_dir: Path) -> str:
+    """Where a downloaded pyfunc model keeps the package, as its MLmodel file records it
+    (versions a pipeline registered before the package was staged as `package` differ)."""
+    import yaml
+
+    try:
+        mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
+        return str(mlmodel["flavors"]["python_function"]["artifacts"][PACKAGE_ARTIFACT]["path"])
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return f"artifacts/{PACKAGE_ARTIFACT}"
 
 
 @dataclass(frozen=True)
