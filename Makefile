@@ -4,13 +4,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 KWS := $(BIN)/kws
-EXTRAS ?= train,serve,dev,pipeline
+EXTRAS ?= train,serve,dev,pipeline,s3
 export ZENML_ANALYTICS_OPT_IN ?= false
 
 .PHONY: system-deps setup lock lock-kind zenml-stack pipelines serve bench-serve test test-fast lint demo bench cv experiments tune dvc-repro dvc-proof clean help
 
 help:  ## list targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 system-deps:  ## Debian packages: espeak-ng and flite (synthetic speakers)
 	@command -v espeak-ng >/dev/null && command -v flite >/dev/null || { \
@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml requirements/lock.txt
 
 lock:  ## re-resolve dependencies and rewrite requirements/lock.txt
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/pip install -q --upgrade pip && .lock-venv/bin/pip install -q -e ".[train,serve,dev,pipeline]"
+	.lock-venv/bin/pip install -q --upgrade pip && .lock-venv/bin/pip install -q -e ".[train,serve,dev,pipeline,s3]"
 	.lock-venv/bin/pip freeze --exclude-editable | grep -v '^kws-mlops' > requirements/lock.txt
 	rm -rf .lock-venv
 
@@ -134,3 +134,29 @@ captures: setup  ## screenshots of the demo's MLflow UI and ZenML dashboard -> d
 	  else echo "install Chromium (Debian: sudo apt-get install chromium) or set CHROMIUM=..." >&2; \
 	    exit 1; fi; }
 	CHROMIUM="$(CHROMIUM)" $(BIN)/python docs/captures/capture.py .
+
+# ---------------------------------------------------------------------------------------
+# Container images and the Compose stack (docker/, docker-compose.yml, tests/e2e)
+# ---------------------------------------------------------------------------------------
+# Hosts that cannot pull images build on kws-base:bookworm (../shared/tools/offline-docker.sh):
+#   make images BASE_IMAGE=kws-base:bookworm
+BASE_IMAGE ?= python:3.11-slim
+IMAGE_TAG ?= dev
+IMAGES := predictor trainer mlflow s3
+GIT_COMMIT := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+
+.PHONY: images lint-docker test-e2e
+
+images:  ## build the kws-{predictor,trainer,mlflow,s3} images (BASE_IMAGE, IMAGE_TAG)
+	@set -e; for name in $(IMAGES); do \
+	  echo "== kws-$$name:$(IMAGE_TAG)"; \
+	  docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg GIT_COMMIT=$(GIT_COMMIT) \
+	    -t kws-$$name:$(IMAGE_TAG) -f docker/$$name/Dockerfile .; \
+	done
+	@docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep '^kws-.*:$(IMAGE_TAG) '
+
+lint-docker: setup  ## hadolint every Dockerfile
+	$(BIN)/hadolint docker/*/Dockerfile
+
+test-e2e: setup  ## real Docker: images, Compose core (MLflow + S3), dvc push/pull via S3
+	BASE_IMAGE=$(BASE_IMAGE) IMAGE_TAG=$(IMAGE_TAG) $(BIN)/python -m pytest -q -ra tests/e2e

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 
 from kws.errors import AudioError
 
@@ -56,14 +58,19 @@ def check_wav_structure(data: bytes, name: str = "input") -> None:
 
 
 def resample(wave: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
-    """Resample a mono waveform (soxr, high quality)."""
+    """Resample a mono waveform: soxr at high quality, cut or padded to ceil(n * ratio)
+    samples (what librosa.resample does with its default res_type="soxr_hq")."""
     if rate == target_rate:
         return wave.astype(np.float32, copy=False)
-    import librosa  # deferred: librosa import costs ~0.5 s
+    out = soxr.resample(wave.astype(np.float32, copy=False), rate, target_rate, quality="HQ")
+    return fit_end(out, math.ceil(wave.shape[0] * target_rate / rate))
 
-    return librosa.resample(wave, orig_sr=rate, target_sr=target_rate, res_type="soxr_hq").astype(
-        np.float32
-    )
+
+def fit_end(wave: np.ndarray, n_samples: int) -> np.ndarray:
+    """Cut or zero-pad the end of a waveform to exactly n_samples."""
+    if wave.shape[0] >= n_samples:
+        return wave[:n_samples]
+    return np.pad(wave, (0, n_samples - wave.shape[0]))
 
 
 def fit_length(wave: np.ndarray, n_samples: int) -> np.ndarray:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
+
+COMMIT_ENV = "KWS_GIT_COMMIT"  # set by images built from a checkout (they hold no .git)
 
 
 def _git(*args: str, cwd: Path | None = None) -> str | None:
@@ -17,8 +20,8 @@ def _git(*args: str, cwd: Path | None = None) -> str | None:
 
 
 def git_commit(cwd: Path | None = None) -> str:
-    """HEAD commit, or 'unknown' outside a git checkout."""
-    return _git("rev-parse", "HEAD", cwd=cwd) or "unknown"
+    """HEAD commit; outside a git checkout $KWS_GIT_COMMIT (an image's build), else 'unknown'."""
+    return _git("rev-parse", "HEAD", cwd=cwd) or os.environ.get(COMMIT_ENV) or "unknown"
 
 
 def git_dirty(cwd: Path | None = None) -> bool:

@@ -25,6 +25,7 @@ PYFUNC_CODE = Path(__file__).resolve().parent / "serving" / "pyfunc.py"
 CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY_TAG = "champion_history"
 MODEL_ARTIFACT = "model"
+PACKAGE_ARTIFACT = "package"  # the pyfunc artifact (and its folder) holding the model package
 
 
 class RegistryError(KwsError):
@@ -61,7 +62,7 @@ def log_pyfunc(run_id: str, package_dir: Path, example_wav: bytes) -> str:
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
             python_model=str(PYFUNC_CODE),
-            artifacts={"package": str(package_dir)},
+            artifacts={PACKAGE_ARTIFACT: str(package_dir)},
             signature=signature,
             input_example=example,
             pip_requirements=[
@@ -69,7 +70,7 @@ def log_pyfunc(run_id: str, package_dir: Path, example_wav: bytes) -> str:
                 "mlflow",
                 "pandas",
                 "numpy",
-                "librosa",
+                "soxr",
                 "soundfile",
                 "ai-edge-litert",
             ],
@@ -206,9 +207,11 @@ class Registry:
     def download_package(self, version: str, dest: Path | None = None) -> Path:
         """The model package of a version, downloaded (cached per version)."""
         self.show(version)
-        target = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{self.name}/{version}",
-            dst_path=str(dest) if dest else None,
+        target = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{self.name}/{version}",
+                dst_path=str(dest) if dest else None,
+            )
         )
         # MLflow keeps the `package` artifact under artifacts/, named after the folder logged
         found = [d for d in sorted((Path(target) / "artifacts").glob("*")) if is_package(d)]

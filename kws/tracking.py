@@ -37,6 +37,17 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / LOCAL_DB}"
 
 
+def artifacts_through_the_server() -> None:
+    """Move artifacts through the tracking server, never by presigned object-store URLs.
+
+    A server proxying an S3 store (--serve-artifacts) offers presigned URLs for large
+    transfers; they name the store as the server reaches it (http://s3:8333 in Compose),
+    which a client outside that network cannot resolve: the download hangs in retries.
+    """
+    os.environ.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD", "false")
+
+
 def configure() -> str:
     """Point MLflow at the tracking store; an unreachable server is one clear error."""
     import mlflow
@@ -44,6 +55,7 @@ def configure() -> str:
     # MLflow retries an unreachable server for minutes by default: fail fast instead
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    artifacts_through_the_server()
     uri = tracking_uri()
     if uri.startswith(("http://", "https://")):
         check_server(uri)

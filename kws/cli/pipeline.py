@@ -55,7 +55,7 @@ def pipeline_run(
 
 @app.command("stack")
 def pipeline_stack(
-    name: str = typer.Argument("local", help="local, kind or a stack YAML file."),
+    name: str = typer.Argument("local", help="local, compose, kind or a stack YAML file."),
     var: list[str] = typer.Option(
         None, "--var", help="NAME=VALUE for a ${NAME} in the stack file (repeatable)."
     ),

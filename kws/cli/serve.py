@@ -38,12 +38,18 @@ def serve(
         min=0,
         help="Seconds between registry alias checks (0: off).",
     ),
-    access_log: bool = typer.Option(False, help="Log every request (metrics count them anyway)."),
+    access_log: bool = typer.Option(
+        False, envvar="KWS_ACCESS_LOG", help="Log every request (metrics count them anyway)."
+    ),
     threads: int = typer.Option(
         1, min=1, envvar="KWS_THREADS", help="TFLite threads per inference."
     ),
 ) -> None:
-    """Serve a model with KServe's ModelServer: /predict, V1, V2, /metrics (Ctrl-C stops)."""
+    """Serve a model with KServe's ModelServer: /predict, V1, V2, /metrics (Ctrl-C stops).
+
+    Every option also reads an environment variable; the admin API's token is the variable
+    KWS_ADMIN_TOKEN only, never an option (it stays out of process listings).
+    """
     from kws.serving.server import ServeSettings  # KServe: imported when serving starts
     from kws.serving.server import serve as run_server  # KServe, as above
 

@@ -115,6 +115,9 @@ def _download_artifacts(uri: str, target: Path) -> Path:
     """Download a package folder (or an MLflow model holding one) from an artifact URI."""
     import mlflow
 
+    from kws.tracking import artifacts_through_the_server
+
+    artifacts_through_the_server()
     try:
         root = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target)))
     except Exception as exc:

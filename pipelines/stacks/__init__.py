@@ -7,6 +7,7 @@ Applying it creates what is missing and updates what differs, so it can run any 
 of times; `zenml stack import` reads the same files once rendered.
 
     python -m kws_pipelines.stacks local [--var MLFLOW_TRACKING_URI=...]
+    python -m kws_pipelines.stacks compose --var MLFLOW_TRACKING_URI=http://mlflow:5000 ...
     python -m kws_pipelines.stacks kind --var NODE_IP=172.18.0.2 --var MINIO_ACCESS_KEY=...
 """
 
@@ -22,11 +23,15 @@ import yaml
 from kws.errors import ParamsError
 
 STACKS = Path(__file__).resolve().parent
-STACK_FILES = {"local": STACKS / "local.yaml", "kind": STACKS / "kind" / "stack.yaml"}
+STACK_FILES = {
+    "local": STACKS / "local.yaml",
+    "compose": STACKS / "compose.yaml",
+    "kind": STACKS / "kind" / "stack.yaml",
+}
 
 
 def stack_file(name_or_path: str) -> Path:
-    """`local`, `kind` or a stack YAML file."""
+    """`local`, `compose`, `kind` or a stack YAML file."""
     path = STACK_FILES.get(name_or_path) or Path(name_or_path)
     if not path.is_file():
         raise ParamsError(f"unknown stack {name_or_path!r} ({', '.join(STACK_FILES)} or a file)")
@@ -128,7 +133,7 @@ def parse_vars(items: list[str] | None) -> dict[str, str]:
 def main() -> None:
     """Command line: apply a stack file and print what was done."""
     parser = argparse.ArgumentParser(description="Create or update a ZenML stack from its file.")
-    parser.add_argument("stack", help="local, kind or a stack YAML file")
+    parser.add_argument("stack", help="local, compose, kind or a stack YAML file")
     parser.add_argument("--var", action="append", help="NAME=VALUE for a ${NAME} placeholder")
     parser.add_argument("--no-activate", action="store_true", help="do not make it active")
     args = parser.parse_args()

@@ -361,3 +361,20 @@ def test_experiments_run_compares_variations_in_one_mlflow_experiment(
     runs = client.search_runs([experiment.experiment_id])
     assert {r.data.tags["mlflow.runName"] for r in runs} == {"baseline", "dropout_0.5"}
     assert all("test_accuracy" in r.data.metrics for r in runs)
+
+
+def test_a_package_logged_from_any_folder_downloads_as_the_package(
+    project: Path, client, fsdd_dir: Path, tmp_path: Path
+) -> None:
+    """A pipeline step hands over its package in a temporary folder (zenml-xxxx)."""
+    import shutil
+
+    import mlflow
+
+    from kws.registry import Registry, log_pyfunc
+
+    staged = shutil.copytree(project / "models/package", tmp_path / "zenml-x48z9vot")
+    wav = (fsdd_dir / "recordings/4_lucas_2.wav").read_bytes()
+    mlflow.register_model(log_pyfunc(run_of(project), staged, wav), "kws-any-folder")
+    package = Registry("kws-any-folder").download_package("1", tmp_path / "download")
+    assert (package / "model.tflite").read_bytes() == (staged / "model.tflite").read_bytes()
