@@ -11,7 +11,6 @@ from kws.audio import AudioSource, load_clip, waveform_to_clip
 from kws.errors import ParamsError
 from kws.params import FeatureParams
 
-
 # Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, logarithmic above
 _MEL_LINEAR_HZ = 200.0 / 3  # Hz per mel below the break
 _MEL_BREAK_HZ = 1000.0
