@@ -199,8 +199,16 @@ def _strip_progress(text: str) -> str:
     return "\n".join(line for line in lines if line.strip())
 
 
-def write_report(result: ProofResult, path: Path) -> None:
-    """Markdown record of every command, its output and the checks."""
+def without_machine_paths(text: str, places: dict[str, str]) -> str:
+    """The text with this machine's folders replaced by placeholders (<repo>, <tmp>, ...)."""
+    for folder, placeholder in sorted(places.items(), key=lambda item: -len(item[0])):
+        if folder:
+            text = text.replace(folder, placeholder)
+    return text
+
+
+def write_report(result: ProofResult, path: Path, places: dict[str, str] | None = None) -> None:
+    """Markdown record of every command, its output and the checks (machine paths hidden)."""
     lines = [
         "# DVC proof: repro, push, clone, pull, reproduce",
         "",
@@ -224,7 +232,7 @@ def write_report(result: ProofResult, path: Path) -> None:
             "",
         ]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
+    path.write_text(without_machine_paths("\n".join(lines), places or {}))
 
 
 def main() -> None:
@@ -236,7 +244,14 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="kws-dvc-proof-") as tmp:
         result = run_proof(args.repo.resolve(), Path(tmp), args.fsdd_source)
-    write_report(result, args.out)
+        places = {
+            str(args.repo.resolve()): "<repo>",
+            tmp: "<tmp>",
+            str(Path(args.fsdd_source).resolve()) if args.fsdd_source else "": "<fsdd>",
+            args.fsdd_source: "<fsdd>",
+            str(Path.home()): "~",
+        }
+        write_report(result, args.out, places)
     for name, ok in result.checks.items():
         print(f"[{'ok' if ok else 'FAILED'}] {name}")
     sys.exit(0 if result.passed else 1)

@@ -113,9 +113,9 @@ def _download_registered(name: str, version: str, target: Path) -> Path:
 
 def _download_artifacts(uri: str, target: Path) -> Path:
     """Download a package folder (or an MLflow model holding one) from an artifact URI."""
-    import mlflow
+    import mlflow  # heavy: only remote package URIs need MLflow
 
-    from kws.tracking import artifacts_through_the_server
+    from kws.tracking import artifacts_through_the_server  # MLflow, as above
 
     artifacts_through_the_server()
     try:
