@@ -87,7 +87,8 @@ def log_mel_batch(clips: np.ndarray, fp: FeatureParams, chunk: int = 256) -> np.
         padded = np.pad(clips[start : start + chunk], ((0, 0), (half, half)))
         frames = np.lib.stride_tricks.sliding_window_view(padded, fp.n_fft, axis=1)
         frames = frames[:, :: fp.hop_length] * _window(fp)
-        # numpy's float64 FFT: 3x faster than its float32 one (no SciPy when serving)
+        # numpy's FFT, not SciPy's (the predictor image has no SciPy): ~0.25 ms more per
+        # 1.5 s clip; in float64, as numpy's float32 transform is no faster
         power = (np.abs(np.fft.rfft(frames.astype(np.float64), axis=-1)) ** 2).astype(np.float32)
         out.append(log_scale(power @ _mel_basis(fp).T, fp))
     feats = np.concatenate(out).astype(np.float32)
