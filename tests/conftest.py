@@ -48,6 +48,22 @@ def run_kws(
     return proc
 
 
+STAGES = (
+    ("data", "fetch"),
+    ("data", "prepare"),
+    ("featurize",),
+    ("train",),
+    ("evaluate",),
+    ("export",),
+)
+
+
+def run_stages(project: Path) -> None:
+    """Every stage, in order, with the real CLI (as `dvc repro` runs them)."""
+    for command in STAGES:
+        run_kws(project, *command)
+
+
 def hermetic_environment() -> dict[str, str]:
     """The test process's environment without a tracking server it may have picked up."""
     return {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
@@ -60,13 +76,5 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory, fsdd_dir: Path) -> Pa
     write_params(
         project, data={**TINY, "fsdd_source": str(fsdd_dir)}, train={"epochs": 1, "batch_size": 16}
     )
-    for command in (
-        ["data", "fetch"],
-        ["data", "prepare"],
-        ["featurize"],
-        ["train"],
-        ["evaluate"],
-        ["export"],
-    ):
-        run_kws(project, *command)
+    run_stages(project)
     return project

@@ -12,7 +12,7 @@ import pytest
 from kws.data.features import load_feature_set
 from kws.features import features_of
 from kws.inference import Predictor
-from tests.conftest import TINY, run_kws
+from tests.conftest import TINY, run_kws, run_stages
 from tests.helpers import write_params
 
 pytestmark = pytest.mark.slow
@@ -39,15 +39,7 @@ IMPROVED = {
 def improved_project(tmp_path_factory: pytest.TempPathFactory, fsdd_dir: Path) -> Path:
     project = tmp_path_factory.mktemp("improved")
     write_params(project, data={**TINY, "fsdd_source": str(fsdd_dir)}, **IMPROVED)
-    for command in (
-        ["data", "fetch"],
-        ["data", "prepare"],
-        ["featurize"],
-        ["train"],
-        ["evaluate"],
-        ["export"],
-    ):
-        run_kws(project, *command)
+    run_stages(project)
     return project
 
 
