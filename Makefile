@@ -40,7 +40,8 @@ test-fast: setup  ## unit tests only
 lint: setup  ## ruff, mypy and the import-layer contracts (docs/architecture.md)
 	$(BIN)/ruff check kws tests benchmarks pipelines docs
 	$(BIN)/ruff format --check kws tests benchmarks pipelines docs
-	$(BIN)/mypy kws pipelines docs/captures/capture.py docs/proofs/dvc_proof.py
+	$(BIN)/mypy kws pipelines docs/captures/capture.py docs/proofs/dvc_proof.py \
+	  docs/proofs/compose_rollout.py
 	$(BIN)/lint-imports
 
 demo: setup  ## the whole story: data, ZenML pipeline v1 + v2, serve, gate, hot swap, rollback
@@ -145,7 +146,7 @@ IMAGE_TAG ?= dev
 IMAGES := predictor trainer mlflow s3
 GIT_COMMIT := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
-.PHONY: images lint-docker test-e2e
+.PHONY: images lint-docker test-e2e compose-demo
 
 images:  ## build the kws-{predictor,trainer,mlflow,s3} images (BASE_IMAGE, IMAGE_TAG)
 	@set -e; for name in $(IMAGES); do \
@@ -158,5 +159,8 @@ images:  ## build the kws-{predictor,trainer,mlflow,s3} images (BASE_IMAGE, IMAG
 lint-docker: setup  ## hadolint every Dockerfile
 	$(BIN)/hadolint docker/*/Dockerfile
 
-test-e2e: setup  ## real Docker: images, Compose core (MLflow + S3), dvc push/pull via S3
+test-e2e: setup images  ## real Docker: the images, Compose core/train/serve, rollout under load, DVC via S3
 	BASE_IMAGE=$(BASE_IMAGE) IMAGE_TAG=$(IMAGE_TAG) $(BIN)/python -m pytest -q -ra tests/e2e
+
+compose-demo: setup  ## Compose: train v1 + v2, roll out under load, roll back -> docs/proofs/compose-rollout.md
+	BASE_IMAGE=$(BASE_IMAGE) IMAGE_TAG=$(IMAGE_TAG) $(BIN)/python docs/proofs/compose_rollout.py

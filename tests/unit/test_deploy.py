@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 from kws import deploy
 from kws.cli.deploy import app
 from kws.deploy import DeployError
+from tests.helpers import REPO
 
 
 def canary(v1: int = 90, v2: int = 10) -> dict[str, Any]:
@@ -214,21 +216,60 @@ def test_compose_gateway_is_a_weighted_upstream_that_retries_posts() -> None:
             {"name": "v3", "model": "s3://models/v3", "weight": 30},
         ]
     }
-    config = deploy.render_compose_gateway(values)
+    config = deploy.render_compose_gateway(values, revision=7)
     servers = re.findall(r"^\s+server (.+);$", config, re.M)
-    assert servers == ["predictor-v2:8080 weight=70", "predictor-v3:8080 weight=30"]
-    assert "#   v1: models:/kws/1, weight 0" in config  # named, but no server line
+    assert servers == [
+        "predictor-v1:8080 backup max_fails=1 fail_timeout=5s",  # weight 0: only a fallback
+        "predictor-v2:8080 weight=70 max_fails=1 fail_timeout=5s",
+        "predictor-v3:8080 weight=30 max_fails=1 fail_timeout=5s",
+    ]
+    assert "#   v1: models:/kws/1, weight 0" in config
     assert "upstream kws_predictors {" in config and "proxy_pass http://kws_predictors;" in config
+    assert "zone kws_predictors 64k;" in config  # one weighted round robin for all workers
     assert "listen 8000;" in config
     assert "location ~ ^/(predict|v1|v2)(/|$) {" in config
-    assert "proxy_next_upstream error timeout non_idempotent;" in config
+    assert "proxy_next_upstream error timeout http_502 http_503 http_504 non_idempotent;" in config
     assert "no side effects" in config and "safe" in config
+    assert 'return 200 "7\\n";' in config  # /gateway/revision: what `kws deploy` waits for
     assert deploy.gateway_weights(config) == {"v2": 70, "v3": 30}
     assert config.count("{") == config.count("}")
     custom = deploy.render_compose_gateway(
         {**values, "route": {"paths": ["/predict", "/api/v1.0"]}}, listen_port=9000
     )
     assert "location ~ ^/(predict|api/v1\\.0)(/|$) {" in custom and "listen 9000;" in custom
+
+
+def test_the_committed_compose_gateway_is_the_render_of_the_committed_compose_values() -> None:
+    values = deploy.load_values(REPO / "docker/gateway/values.yaml")
+    committed = (REPO / "docker/gateway/conf.d/kws-gateway.conf").read_text()
+    assert committed == deploy.render_compose_gateway(values)
+    assert deploy.gateway_weights(committed) == {"v1": 100}
+
+
+def test_a_change_that_cannot_be_applied_leaves_the_file_and_the_history_alone(
+    tmp_path: Path,
+) -> None:
+    path, state = tmp_path / "values.yaml", tmp_path / "state"
+    deploy.save_values(canary(100, 0), path)
+    applied: list[tuple[int, dict[str, int]]] = []
+
+    def gateway(values: Mapping[str, Any], revision: int) -> None:
+        if deploy.route_weights(values)["v2"] == 100:
+            raise DeployError("v2 is not ready, so it gets no traffic (nothing changed)")
+        applied.append((revision, deploy.route_weights(values)))
+
+    change = lambda v: deploy.set_weights(v, {"v1": 90, "v2": 10})  # noqa: E731
+    deploy.change_file(path, state, change, "canary", gateway)
+    before = path.read_text()
+    with pytest.raises(DeployError, match="v2 is not ready"):
+        deploy.change_file(path, state, lambda v: deploy.promote(v, "v2"), "promote", gateway)
+    assert path.read_text() == before
+    assert [r.description for r in deploy.History(state).revisions()][-1] == "canary"
+    revision = deploy.rollback_file(path, state, apply=gateway)
+    assert revision.number == 3 and revision.description == "Rollback to 1"
+    assert applied == [(2, {"v1": 90, "v2": 10}), (3, {"v1": 100, "v2": 0})]
+    assert deploy.apply_file(path, state, gateway).number == 3  # as it is: no new revision
+    assert applied[-1] == (3, {"v1": 100, "v2": 0})
 
 
 def test_compose_gateway_refuses_bad_values() -> None:
