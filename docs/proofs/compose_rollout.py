@@ -441,8 +441,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     sys.path.insert(0, str(REPO))
     from kws.data import fsdd  # the real download, or $KWS_FSDD_SOURCE
+    from kws.errors import KwsError
 
-    recordings = fsdd.fetch(REPO / "data" / "raw")
+    try:
+        recordings = fsdd.fetch(REPO / "data" / "raw")
+    except KwsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     wavs = sorted(recordings.glob("*_lucas_*.wav"))[:50] or sorted(recordings.glob("*.wav"))[:50]
     with tempfile.TemporaryDirectory(prefix="kws-compose-demo-") as tmp:
         workdir = Path(tmp)
