@@ -183,6 +183,7 @@ CT_REPORTS ?= reports/ct
 # push-images: $(REGISTRY)/<name>:$(IMAGE_TAG) and :<each of EXTRA_TAGS> (CI: the git tag)
 REGISTRY ?=
 EXTRA_TAGS ?=
+DOCKER ?= docker
 # kind-rollout: NAME=WEIGHT pairs for `kws deploy set-weights` (the values file lists them)
 WEIGHTS ?= v1=90 v2=10
 # kind-tools: pinned releases of the cluster tools, installed into .tools/bin
@@ -204,23 +205,23 @@ helm-lint: setup  ## Helm's own linter (helm-python-sdk, strict) on charts/kws w
 
 lint-all: lint lint-docker lint-yaml helm-lint  ## every linter of the CI lint job
 
-test-reports:  ## make test + JUnit and Cobertura coverage reports in $(TEST_REPORTS)/
+test-reports:  ## make test + JUnit and Cobertura coverage reports (reports/tests/)
 	$(MAKE) test PYTEST_ARGS="--junitxml=$(TEST_REPORTS)/junit.xml --cov=kws --cov=kws_pipelines \
 	  --cov-report=xml:$(TEST_REPORTS)/coverage.xml --cov-report=term:skip-covered"
 
-push-images:  ## tag + push the `make images` images as $(REGISTRY)/<name>:$(IMAGE_TAG) (+ EXTRA_TAGS)
+push-images:  ## tag + push the `make images` images: REGISTRY/<name>:IMAGE_TAG (+ EXTRA_TAGS)
 	@test -n "$(REGISTRY)" || { echo "error: set REGISTRY (e.g. registry.example.org/group/kws-mlops)" >&2; exit 2; }
 	@set -e; for name in $(IMAGES); do for tag in $(IMAGE_TAG) $(EXTRA_TAGS); do \
 	  echo "== $(REGISTRY)/$$name:$$tag"; \
-	  docker tag kws-$$name:$(IMAGE_TAG) $(REGISTRY)/$$name:$$tag; \
-	  docker push -q $(REGISTRY)/$$name:$$tag; \
+	  $(DOCKER) tag kws-$$name:$(IMAGE_TAG) $(REGISTRY)/$$name:$$tag; \
+	  $(DOCKER) push -q $(REGISTRY)/$$name:$$tag; \
 	done; done
 
-pull-images:  ## pull $(REGISTRY)/<name>:$(IMAGE_TAG) and tag it kws-<name>:$(IMAGE_TAG) (as `make images`)
+pull-images:  ## pull REGISTRY/<name>:IMAGE_TAG, tagged kws-<name>:IMAGE_TAG as `make images` does
 	@test -n "$(REGISTRY)" || { echo "error: set REGISTRY" >&2; exit 2; }
 	@set -e; for name in $(IMAGES); do \
-	  docker pull -q $(REGISTRY)/$$name:$(IMAGE_TAG); \
-	  docker tag $(REGISTRY)/$$name:$(IMAGE_TAG) kws-$$name:$(IMAGE_TAG); \
+	  $(DOCKER) pull -q $(REGISTRY)/$$name:$(IMAGE_TAG); \
+	  $(DOCKER) tag $(REGISTRY)/$$name:$(IMAGE_TAG) kws-$$name:$(IMAGE_TAG); \
 	done
 
 kind-tools:  ## kind, kubectl and helm (pinned, checksum-verified) into .tools/bin
@@ -248,10 +249,10 @@ kind-seed:  ## Compose s3 + MLflow joined to the kind network; the smoke pipelin
 	IMAGE_TAG=$(IMAGE_TAG) KWS_PIPELINE_CONFIGS=smoke docker compose --profile train run --rm \
 	  --no-deps trainer
 
-kind-smoke:  ## POST a generated WAV to /predict through the Gateway ($(GATEWAY_URL))
+kind-smoke:  ## POST a generated WAV to /predict through the Gateway (GATEWAY_URL)
 	python3 charts/kws/files/predict_test.py $(GATEWAY_URL)/predict
 
-kind-rollout: setup  ## one values step: kws deploy set-weights $(WEIGHTS), helm upgrade, helm test
+kind-rollout: setup  ## one values step: kws deploy set-weights WEIGHTS, helm upgrade, helm test
 	$(KWS) deploy set-weights $(WEIGHTS) --values $(DEPLOY_VALUES)
 	helm upgrade kws charts/kws -n $(KWS_NAMESPACE) --reuse-values -f $(DEPLOY_VALUES) \
 	  --wait --timeout 10m
@@ -264,7 +265,7 @@ kind-rollback:  ## helm rollback kws to the previous revision, helm test
 	helm history kws -n $(KWS_NAMESPACE) --max 5
 	helm test kws -n $(KWS_NAMESPACE)
 
-ct-smoke: zenml-stack  ## continuous training: the smoke pipeline run + promotion-gate report in $(CT_REPORTS)/
+ct-smoke: zenml-stack  ## continuous training: smoke pipeline run + promotion-gate report (reports/ct/)
 	mkdir -p $(CT_REPORTS)
 	$(KWS) pipeline run --config smoke
 	$(KWS) registry gate --overlay pipelines/configs/params/smoke.yaml --report $(CT_REPORTS)/gate.json
@@ -273,9 +274,12 @@ ct-smoke: zenml-stack  ## continuous training: the smoke pipeline run + promotio
 $(GITLAB_CI_LOCAL):
 	npm install --prefix $(TOOLS) --no-audit --no-fund gitlab-ci-local@$(GITLAB_CI_LOCAL_VERSION)
 
-ci-local: $(GITLAB_CI_LOCAL)  ## run the CI jobs $(CI_LOCAL_JOBS) here (gitlab-ci-local, shell executor; needs rsync)
+# Each job runs in its own copy of the tracked files (.gitlab-ci-local/builds/JOB, a fresh .venv
+# there) with the shell executor; pip's cache is this machine's (CI_LOCAL_PIP_CACHE).
+ci-local: $(GITLAB_CI_LOCAL)  ## the CI jobs lint and test, here (gitlab-ci-local; CI_LOCAL_JOBS; needs rsync)
 	@command -v rsync >/dev/null || { echo "error: gitlab-ci-local needs rsync (Debian: apt-get install rsync)" >&2; exit 1; }
 	$(GITLAB_CI_LOCAL) --list
-	$(GITLAB_CI_LOCAL) --force-shell-executor --concurrency 1 --timestamps \
+	env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS $(GITLAB_CI_LOCAL) --force-shell-executor --shell-isolation \
+	  --concurrency 1 --timestamps \
 	  --variable PIP_CACHE_DIR=$(CI_LOCAL_PIP_CACHE) \
 	  $(if $(KWS_FSDD_SOURCE),--variable KWS_FSDD_SOURCE=$(KWS_FSDD_SOURCE)) $(CI_LOCAL_JOBS)
