@@ -265,8 +265,11 @@ kind-rollback:  ## helm rollback kws to the previous revision, helm test
 	helm history kws -n $(KWS_NAMESPACE) --max 5
 	helm test kws -n $(KWS_NAMESPACE)
 
+# A registry without a champion (a fresh local store) gets one from a first smoke run, so that
+# the gate always compares the new run (challenger) with a champion.
 ct-smoke: zenml-stack  ## continuous training: smoke pipeline run + promotion-gate report (reports/ct/)
 	mkdir -p $(CT_REPORTS)
+	$(KWS) registry list | grep -q champion || $(KWS) pipeline run --config smoke
 	$(KWS) pipeline run --config smoke
 	$(KWS) registry gate --overlay pipelines/configs/params/smoke.yaml --report $(CT_REPORTS)/gate.json
 	$(KWS) registry list > $(CT_REPORTS)/registry.txt
