@@ -22,7 +22,7 @@ setup: $(VENV)/.installed  ## create .venv with the locked dependencies
 $(VENV)/.installed: pyproject.toml requirements/lock.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c requirements/lock.txt -e ".[$(EXTRAS)]"
+	$(BIN)/pip install -q -c requirements/lock.txt -e ".$(if $(EXTRAS),[$(EXTRAS)])"
 	touch $@
 
 lock:  ## re-resolve dependencies and rewrite requirements/lock.txt
@@ -32,7 +32,7 @@ lock:  ## re-resolve dependencies and rewrite requirements/lock.txt
 	rm -rf .lock-venv
 
 test: setup  ## the whole test suite (unit + integration on the FSDD mirror)
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
 test-fast: setup  ## unit tests only
 	$(BIN)/python -m pytest -q -m "not slow" tests/unit
@@ -98,7 +98,13 @@ bench-serve: setup  ## serving latency/throughput/memory vs mlflow models serve 
 KIND_CLUSTER ?= kws
 KWS_NAMESPACE ?= kws
 DEPLOY_VALUES ?= manifests/gitops/values-kind.yaml
-PREDICTOR_IMAGE ?= localhost:5001/kws-predictor:0.1.0
+PREDICTOR_REPOSITORY ?= localhost:5001/kws-predictor
+PREDICTOR_TAG ?= 0.1.0
+PREDICTOR_IMAGE ?= $(PREDICTOR_REPOSITORY):$(PREDICTOR_TAG)
+# PREDICTOR_BUILD=no: PREDICTOR_IMAGE is in the local Docker already (CI pulled it)
+PREDICTOR_BUILD ?= yes
+# the Gateway as this shell reaches it (CI, kind in docker:dind: http://docker:8000)
+GATEWAY_URL ?= http://localhost:8000
 PREDICTOR_DOCKERFILE ?= docker/predictor/Dockerfile
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV_VERSION ?= 3.3.30
@@ -110,14 +116,15 @@ kind-up:  ## kind cluster + registry, Gateway API, Envoy Gateway, cert-manager, 
 	KIND_CLUSTER=$(KIND_CLUSTER) manifests/platform/install.sh
 
 kind-deploy:  ## build + kind load the predictor image, helm upgrade --install --wait, helm test
-	docker build -f $(PREDICTOR_DOCKERFILE) -t $(PREDICTOR_IMAGE) .
+	if [ "$(PREDICTOR_BUILD)" = yes ]; then docker build -f $(PREDICTOR_DOCKERFILE) -t $(PREDICTOR_IMAGE) .; fi
 	kind load docker-image $(PREDICTOR_IMAGE) --name $(KIND_CLUSTER)
 	helm upgrade --install kws charts/kws -n $(KWS_NAMESPACE) --create-namespace \
-	  -f $(DEPLOY_VALUES) --wait --timeout 10m
+	  -f $(DEPLOY_VALUES) --set image.repository=$(PREDICTOR_REPOSITORY) \
+	  --set-string image.tag=$(PREDICTOR_TAG) --wait --timeout 10m
 	kubectl -n $(KWS_NAMESPACE) wait --for=condition=Ready inferenceservice \
 	  -l app.kubernetes.io/instance=kws --timeout 10m
 	helm test kws -n $(KWS_NAMESPACE)
-	curl -fsS http://localhost:8000/v2/health/ready && echo " gateway: ready"
+	curl -fsS $(GATEWAY_URL)/v2/health/ready && echo " gateway: ready"
 
 $(CHECKOV_VENV)/bin/checkov:  # checkov's pins clash with the project's: a venv of its own
 	$(PYTHON) -m venv $(CHECKOV_VENV)
@@ -164,3 +171,122 @@ test-e2e: setup images  ## real Docker: the images, Compose core/train/serve, ro
 
 compose-demo: setup  ## Compose: train v1 + v2, roll out under load, roll back -> docs/proofs/compose-rollout.md
 	BASE_IMAGE=$(BASE_IMAGE) IMAGE_TAG=$(IMAGE_TAG) $(BIN)/python docs/proofs/compose_rollout.py
+
+# ---------------------------------------------------------------------------------------
+# GitLab CI (issue 18): every job of .gitlab-ci.yml calls these targets (or the ones above)
+# and nothing else, so a developer runs exactly what CI runs. docs/ci.md says what runs when.
+# ---------------------------------------------------------------------------------------
+TOOLS := .tools
+TOOLS_BIN := $(CURDIR)/$(TOOLS)/bin
+GITLAB_CI_LOCAL_VERSION ?= 4.65.0
+GITLAB_CI_LOCAL := $(TOOLS)/node_modules/.bin/gitlab-ci-local
+CI_LOCAL_JOBS ?= lint test
+CI_LOCAL_PIP_CACHE ?= $(HOME)/.cache/pip
+TEST_REPORTS ?= reports/tests
+CT_REPORTS ?= reports/ct
+# push-images: $(REGISTRY)/<name>:$(IMAGE_TAG) and :<each of EXTRA_TAGS> (CI: the git tag)
+REGISTRY ?=
+EXTRA_TAGS ?=
+DOCKER ?= docker
+# kind-rollout: NAME=WEIGHT pairs for `kws deploy set-weights` (the values file lists them)
+WEIGHTS ?= v1=90 v2=10
+# kind-tools: pinned releases of the cluster tools, installed into .tools/bin
+KIND_VERSION ?= v0.27.0
+KUBECTL_VERSION ?= v1.32.2
+HELM_VERSION ?= v3.17.3
+# manifests/kind/up.sh reads these; kind in docker:dind: cluster-dind.yaml and KIND_API_HOST=docker
+export KIND_CONFIG ?= manifests/kind/cluster.yaml
+export KIND_API_HOST ?=
+
+.PHONY: lint-yaml helm-lint lint-all test-reports push-images pull-images kind-tools \
+	kind-seed kind-smoke kind-rollout kind-rollback ct-smoke ci-local
+
+lint-yaml: setup  ## yamllint (.yamllint) on the repository's YAML
+	$(BIN)/yamllint --strict .
+
+helm-lint: setup  ## Helm's own linter (helm-python-sdk, strict) on charts/kws with every overlay
+	$(BIN)/python -m tests.helm_lint
+
+lint-all: lint lint-docker lint-yaml helm-lint  ## every linter of the CI lint job
+
+test-reports:  ## make test + JUnit and Cobertura coverage reports (reports/tests/)
+	$(MAKE) test PYTEST_ARGS="--junitxml=$(TEST_REPORTS)/junit.xml --cov=kws --cov=kws_pipelines \
+	  --cov-report=xml:$(TEST_REPORTS)/coverage.xml --cov-report=term:skip-covered"
+
+push-images:  ## tag + push the `make images` images: REGISTRY/<name>:IMAGE_TAG (+ EXTRA_TAGS)
+	@test -n "$(REGISTRY)" || { echo "error: set REGISTRY (e.g. registry.example.org/group/kws-mlops)" >&2; exit 2; }
+	@set -e; for name in $(IMAGES); do for tag in $(IMAGE_TAG) $(EXTRA_TAGS); do \
+	  echo "== $(REGISTRY)/$$name:$$tag"; \
+	  $(DOCKER) tag kws-$$name:$(IMAGE_TAG) $(REGISTRY)/$$name:$$tag; \
+	  $(DOCKER) push -q $(REGISTRY)/$$name:$$tag; \
+	done; done
+
+pull-images:  ## pull REGISTRY/<name>:IMAGE_TAG, tagged kws-<name>:IMAGE_TAG as `make images` does
+	@test -n "$(REGISTRY)" || { echo "error: set REGISTRY" >&2; exit 2; }
+	@set -e; for name in $(IMAGES); do \
+	  $(DOCKER) pull -q $(REGISTRY)/$$name:$(IMAGE_TAG); \
+	  $(DOCKER) tag $(REGISTRY)/$$name:$(IMAGE_TAG) kws-$$name:$(IMAGE_TAG); \
+	done
+
+kind-tools:  ## kind, kubectl and helm (pinned, checksum-verified) into .tools/bin
+	@set -e; mkdir -p $(TOOLS_BIN); cd $(TOOLS_BIN); \
+	fetch() { curl -fsSL --retry 3 -o "$$1" "$$2"; }; \
+	if [ ! -x kind ]; then \
+	  fetch kind https://github.com/kubernetes-sigs/kind/releases/download/$(KIND_VERSION)/kind-linux-amd64; \
+	  fetch kind.sha256 https://github.com/kubernetes-sigs/kind/releases/download/$(KIND_VERSION)/kind-linux-amd64.sha256sum; \
+	  echo "$$(cut -d' ' -f1 kind.sha256)  kind" | sha256sum -c -; chmod +x kind; rm kind.sha256; fi; \
+	if [ ! -x kubectl ]; then \
+	  fetch kubectl https://dl.k8s.io/release/$(KUBECTL_VERSION)/bin/linux/amd64/kubectl; \
+	  fetch kubectl.sha256 https://dl.k8s.io/release/$(KUBECTL_VERSION)/bin/linux/amd64/kubectl.sha256; \
+	  echo "$$(cat kubectl.sha256)  kubectl" | sha256sum -c -; chmod +x kubectl; rm kubectl.sha256; fi; \
+	if [ ! -x helm ]; then \
+	  fetch helm.tgz https://get.helm.sh/helm-$(HELM_VERSION)-linux-amd64.tar.gz; \
+	  fetch helm.sha256 https://get.helm.sh/helm-$(HELM_VERSION)-linux-amd64.tar.gz.sha256sum; \
+	  echo "$$(cut -d' ' -f1 helm.sha256)  helm.tgz" | sha256sum -c -; \
+	  tar -xzf helm.tgz --strip-components=1 linux-amd64/helm; rm helm.tgz helm.sha256; fi; \
+	./kind version; ./kubectl version --client; ./helm version --short; \
+	echo "add to PATH: export PATH=$(TOOLS_BIN):\$$PATH"
+
+kind-seed:  ## Compose s3 + MLflow joined to the kind network; the smoke pipeline registers models:/kws/1
+	IMAGE_TAG=$(IMAGE_TAG) docker compose --profile core up --no-build -d --wait
+	docker network connect --alias mlflow kind kws-mlflow-1 2>/dev/null || true
+	IMAGE_TAG=$(IMAGE_TAG) KWS_PIPELINE_CONFIGS=smoke docker compose --profile train run --rm \
+	  --no-deps trainer
+
+kind-smoke:  ## POST a generated WAV to /predict through the Gateway (GATEWAY_URL)
+	python3 charts/kws/files/predict_test.py $(GATEWAY_URL)/predict
+
+kind-rollout: setup  ## one values step: kws deploy set-weights WEIGHTS, helm upgrade, helm test
+	$(KWS) deploy set-weights $(WEIGHTS) --values $(DEPLOY_VALUES)
+	helm upgrade kws charts/kws -n $(KWS_NAMESPACE) --reuse-values -f $(DEPLOY_VALUES) \
+	  --wait --timeout 10m
+	kubectl -n $(KWS_NAMESPACE) wait --for=condition=Ready inferenceservice \
+	  -l app.kubernetes.io/instance=kws --timeout 10m
+	helm test kws -n $(KWS_NAMESPACE)
+
+kind-rollback:  ## helm rollback kws to the previous revision, helm test
+	helm rollback kws -n $(KWS_NAMESPACE) --wait --timeout 10m
+	helm history kws -n $(KWS_NAMESPACE) --max 5
+	helm test kws -n $(KWS_NAMESPACE)
+
+# A registry without a champion (a fresh local store) gets one from a first smoke run, so that
+# the gate always compares the new run (challenger) with a champion.
+ct-smoke: zenml-stack  ## continuous training: smoke pipeline run + promotion-gate report (reports/ct/)
+	mkdir -p $(CT_REPORTS)
+	$(KWS) registry list | grep -q champion || $(KWS) pipeline run --config smoke
+	$(KWS) pipeline run --config smoke
+	$(KWS) registry gate --overlay pipelines/configs/params/smoke.yaml --report $(CT_REPORTS)/gate.json
+	$(KWS) registry list > $(CT_REPORTS)/registry.txt
+
+$(GITLAB_CI_LOCAL):
+	npm install --prefix $(TOOLS) --no-audit --no-fund gitlab-ci-local@$(GITLAB_CI_LOCAL_VERSION)
+
+# Each job runs in its own copy of the tracked files (.gitlab-ci-local/builds/JOB, a fresh .venv
+# there) with the shell executor; pip's cache is this machine's (CI_LOCAL_PIP_CACHE).
+ci-local: $(GITLAB_CI_LOCAL)  ## the CI jobs lint and test, here (gitlab-ci-local; CI_LOCAL_JOBS; needs rsync)
+	@command -v rsync >/dev/null || { echo "error: gitlab-ci-local needs rsync (Debian: apt-get install rsync)" >&2; exit 1; }
+	$(GITLAB_CI_LOCAL) --list
+	env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS $(GITLAB_CI_LOCAL) --force-shell-executor --shell-isolation \
+	  --concurrency 1 --timestamps \
+	  --variable PIP_CACHE_DIR=$(CI_LOCAL_PIP_CACHE) \
+	  $(if $(KWS_FSDD_SOURCE),--variable KWS_FSDD_SOURCE=$(KWS_FSDD_SOURCE)) $(CI_LOCAL_JOBS)

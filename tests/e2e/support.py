@@ -37,16 +37,13 @@ def git_commit() -> str:
 
 
 def build_image(name: str) -> str:
-    """Build docker/NAME/Dockerfile as kws-NAME:$IMAGE_TAG; the tag."""
-    tag = f"kws-{name}:{IMAGE_TAG}"
+    """Build docker/NAME/Dockerfile as kws-NAME:$IMAGE_TAG with `make images`, the target CI's
+    build job runs too; the tag."""
     run(
-        "docker", "build", "--quiet",
-        "--build-arg", f"BASE_IMAGE={BASE_IMAGE}",
-        "--build-arg", f"GIT_COMMIT={git_commit()}",
-        "-t", tag, "-f", f"docker/{name}/Dockerfile", ".",
+        "make", "images", f"IMAGES={name}", f"IMAGE_TAG={IMAGE_TAG}", f"BASE_IMAGE={BASE_IMAGE}",
         timeout=1800,
     )  # fmt: skip
-    return tag
+    return f"kws-{name}:{IMAGE_TAG}"
 
 
 def image_config(tag: str) -> dict[str, Any]:
