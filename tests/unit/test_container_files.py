@@ -79,7 +79,7 @@ def test_profiles_hold_the_services_of_the_design() -> None:
     assert services_of("core") == {"s3", "mlflow"}
     assert services_of("train") == {"s3", "mlflow", "trainer"}
     assert services_of("serve") == {"s3", "mlflow", "predictor-v1", "predictor-v2", "gateway"}
-    assert services_of("monitoring") == {"prometheus"}
+    assert services_of("monitoring") == {"prometheus", "grafana"}
 
 
 def test_dependencies_wait_for_health_and_every_long_running_service_reports_it() -> None:
