@@ -160,3 +160,25 @@ lint-docker: setup  ## hadolint every Dockerfile
 
 test-e2e: setup  ## real Docker: images, Compose core (MLflow + S3), dvc push/pull via S3
 	BASE_IMAGE=$(BASE_IMAGE) IMAGE_TAG=$(IMAGE_TAG) $(BIN)/python -m pytest -q -ra tests/e2e
+
+# ---------------------------------------------------------------------------------------
+# Monitoring and continuous training (issue 19): rules, dashboard, retrain
+# ---------------------------------------------------------------------------------------
+PROMTOOL ?= promtool
+RULES := charts/kws/files/prometheus/kws-rules.yaml
+
+.PHONY: rules-check dashboard ct-smoke
+
+rules-check:  ## promtool: check the alerting rules and run their unit tests (Debian: prometheus)
+	@command -v $(PROMTOOL) >/dev/null || { \
+	  echo "promtool not found: sudo apt-get install prometheus (or set PROMTOOL=...)" >&2; exit 1; }
+	$(PROMTOOL) check rules $(RULES)
+	$(PROMTOOL) test rules tests/prometheus/kws-rules.test.yaml
+
+dashboard: setup  ## regenerate docker/grafana/dashboards/kws.json from kws/dashboard.py
+	$(KWS) monitor dashboard --out docker/grafana/dashboards/kws.json
+
+ct-smoke: setup  ## continuous-training smoke run: kws retrain --when schedule, tiny config
+	mkdir -p reports/ct
+	$(KWS) retrain --when schedule --overlay pipelines/configs/params/smoke.yaml \
+	  --report reports/ct/retrain.json
