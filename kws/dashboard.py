@@ -8,14 +8,17 @@ the Compose `grafana` service provisions; a test keeps the committed file equal 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-RULES_FILE = Path("charts/kws/files/prometheus/kws-rules.yaml")
+# the rules' one copy, in the chart of the source checkout this module belongs to
+RULES_FILE = Path(__file__).resolve().parents[1] / "charts/kws/files/prometheus/kws-rules.yaml"
 DATASOURCE_UID = "prometheus"  # docker/grafana/provisioning/datasources/prometheus.yaml
 INFERENCE_ROUTES = "/predict|/v1/.*|/v2/models/.*"
+_COMPARISON = re.compile(r"\s(?:>|<|==|!=|>=|<=)\s")  # an alert's condition, outside labels
 
 # (title, unit, [(PromQL, legend)]) per time-series panel, in dashboard order
 PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
@@ -137,10 +140,18 @@ def rule_expressions(rules_file: Path = RULES_FILE) -> dict[str, str]:
     }
 
 
-def promql_expressions(rules_file: Path = RULES_FILE) -> dict[str, str]:
-    """Every PromQL expression of the dashboard and the rules, by a name for test reports."""
+def promql_expressions(rules_file: Path = RULES_FILE, measured: bool = False) -> dict[str, str]:
+    """Every PromQL expression of the dashboard and the rules, by a name for test reports.
+
+    An alert returns data only while it fires; with measured=True each alert is listed as
+    the series its condition compares (`kws:error_ratio:rate5m` for `... > 0.01`), which
+    return data whenever the predictors have had traffic.
+    """
     board = {f"dashboard[{i}]": expr for i, expr in enumerate(dashboard_expressions())}
-    return {**board, **{f"rule {k}": v for k, v in rule_expressions(rules_file).items()}}
+    rules = {f"rule {k}": v for k, v in rule_expressions(rules_file).items()}
+    if measured:
+        rules = {name: _COMPARISON.split(expr)[0].strip() for name, expr in rules.items()}
+    return {**board, **rules}
 
 
 def panel_queries(document: dict[str, Any]) -> list[str]:

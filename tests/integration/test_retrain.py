@@ -4,6 +4,7 @@ worse one, and does nothing when the predictor reports no drift."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -89,14 +90,16 @@ def test_a_worse_challenger_is_refused_and_the_values_stay(project: Path) -> Non
 
 
 def metrics_of_reference_like_traffic(project: Path, gain: float = 1.0) -> str:
-    """/metrics text of the serving metrics after a window of the training speakers' clips."""
+    """/metrics text of the serving metrics after a window of the clips the reference was
+    made of (the train and validation splits), each clip scaled by gain."""
     package = project / "models" / "package"
     predictor, reference = Predictor.from_path(package), read_reference(package)
     assert reference is not None
-    window = DriftWindow(reference, size=60, min_requests=60)
-    clips = sorted((project / "data" / "raw").rglob("*.wav"))
-    for path in clips[:: max(1, len(clips) // 60)][:60]:
-        wave, rate = decode(path)
+    with (project / "data" / "prepared" / "manifest.csv").open() as f:
+        paths = [row["path"] for row in csv.DictReader(f) if row["split"] in ("train", "val")]
+    window = DriftWindow(reference, size=len(paths), min_requests=len(paths))
+    for path in paths:
+        wave, rate = decode(project / path)  # a relative path is the project's
         wave = (wave * gain).astype(np.float32)
         prediction = predictor.predict(wave, rate)
         window.add(input_statistics(wave, rate), prediction.confidence, prediction.label)

@@ -82,6 +82,11 @@ def test_the_dashboard_shows_what_the_issue_asks_for_and_lists_its_queries() -> 
     assert len(expressions) == len(dashboard.dashboard_expressions()) + 10
     assert expressions["rule KwsDrift"] == "kws_drift_score > kws_drift_threshold"
     assert "sum by (model_version)" in expressions["dashboard[1]"]
+    measured = dashboard.promql_expressions(measured=True)
+    assert measured["rule KwsDrift"] == "kws_drift_score"
+    assert measured["rule KwsHighErrorRatio"] == "kws:error_ratio:rate5m"
+    assert measured["rule KwsPredictorDown"] == 'up{job=~".*predictor.*"}'
+    assert measured["rule kws:request_rate:rate1m"] == expressions["rule kws:request_rate:rate1m"]
 
 
 @needs_promtool
