@@ -14,12 +14,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from kws import deploy, stages
+from kws import deploy
 from kws.errors import KwsError
 from kws.monitoring import read_drift
 from kws.params import Params
-from kws.promotion import GateDecision, gate
-from kws.registry import CHAMPION, Registry
 
 
 class When(StrEnum):
@@ -65,6 +63,8 @@ def due(when: When, drift_source: str | None) -> tuple[bool, str]:
 
 def train_and_register(params: Params) -> str:
     """The training pipeline on the current data, registered as a new version (challenger)."""
+    from kws import stages  # TensorFlow + MLflow: only once retraining is due
+
     stages.fetch(params)
     stages.prepare(params)
     stages.featurize(params)
@@ -117,12 +117,17 @@ def retrain(
     go, reason = due(when, drift_source)
     if not go:
         return Outcome(when.value, False, reason)
+    # loaded only once retraining is due, so a check that finds nothing to do stays light
+    from kws import stages  # TensorFlow + MLflow
+    from kws.promotion import gate  # MLflow + evaluation
+    from kws.registry import CHAMPION, Registry  # MLflow
+
     registry = Registry(params.registry.model_name)
     version = run_pipeline(params)
     if registry.alias_version(CHAMPION) == version:  # the first version: nothing to beat
         return Outcome(when.value, True, reason, version, True, None)
     samples, _ = stages.prepare(params)
-    decision: GateDecision = gate(
+    decision = gate(
         registry, [s for s in samples if s.split == "test"], params.registry.gate_margin
     )
     canary = None

@@ -36,7 +36,7 @@ def retrain(
     """Retrain on the current data when due; register, gate, promote only a better model."""
     from kws.errors import ParamsError  # light, beside the heavy import below
     from kws.files import write_json  # light, as above
-    from kws.retrain import When  # TensorFlow + MLflow: loaded when run
+    from kws.retrain import When  # loads TensorFlow and MLflow once retraining is due
     from kws.retrain import retrain as run  # as above
 
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -107,3 +108,17 @@ def test_every_listed_expression_parses() -> None:
             [str(PROMTOOL), "check", "rules", file.name], capture_output=True, text=True
         )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@needs_promtool
+def test_the_compose_prometheus_config_is_valid_and_loads_the_rules(tmp_path: Path) -> None:
+    """promtool reads the Compose config with the rules folder where Compose mounts it."""
+    config = (REPO / "docker" / "prometheus" / "prometheus.yml").read_text()
+    assert "/etc/prometheus/rules/*.yaml" in config
+    local = tmp_path / "prometheus.yml"
+    local.write_text(config.replace("/etc/prometheus/rules/", f"{RULES.parent}/"))
+    proc = subprocess.run(
+        [str(PROMTOOL), "check", "config", str(local)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS: 10 rules found" in proc.stdout
