@@ -216,3 +216,73 @@ def test_a_package_without_a_reference_still_serves_without_drift_gauges(
     finally:
         stop(process)
     assert "no drift reference" in log.read_text()
+
+
+@pytest.mark.skipif(
+    shutil.which("prometheus") is None,
+    reason="no prometheus binary (Debian: apt-get install prometheus)",
+)
+def test_a_real_prometheus_scrapes_the_scores_and_kws_monitor_report_reads_them(
+    server: str, project: Path, tmp_path: Path
+) -> None:
+    """Debian's Prometheus scrapes the predictor and evaluates the rules; the report read
+    through its query API equals the one read from /metrics, and every expression of the
+    dashboard and the rules (alerts as the series they compare) returns data."""
+    import time
+
+    import yaml
+
+    from kws.dashboard import RULES_FILE, promql_expressions
+
+    port = free_port()
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(RULES_FILE)],
+        "scrape_configs": [
+            {
+                "job_name": "kws-predictor",
+                "static_configs": [{"targets": [server.removeprefix("http://")]}],
+            }
+        ],
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    process = subprocess.Popen(
+        [
+            *("prometheus", f"--config.file={tmp_path / 'prometheus.yml'}"),
+            *(f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    prometheus = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(f"{prometheus}/-/ready", process)
+        clips = unseen_speaker_clips(project)
+        expressions = promql_expressions(measured=True)
+        empty = list(expressions)
+        deadline = time.monotonic() + 60
+        with httpx.Client(base_url=prometheus) as client:
+            while empty and time.monotonic() < deadline:
+                wave, rate = clips[int(time.monotonic() * 10) % len(clips)]
+                httpx.post(
+                    f"{server}/predict",
+                    content=wav_bytes(wave, rate),
+                    headers={"Content-Type": "audio/wav"},
+                )
+                time.sleep(0.2)
+                empty = [
+                    name
+                    for name in empty
+                    if not client.get("/api/v1/query", params={"query": expressions[name]}).json()[
+                        "data"
+                    ]["result"]
+                ]
+        assert empty == []
+        through_prometheus = run_kws(project, "monitor", "report", "--from", prometheus).stdout
+        direct = run_kws(project, "monitor", "report", "--from", f"{server}/metrics").stdout
+        assert [line.split()[0] for line in through_prometheus.splitlines()[2:-1]] == [
+            line.split()[0] for line in direct.splitlines()[2:-1]
+        ]
+    finally:
+        stop(process)
