@@ -12,10 +12,10 @@ export ZENML_ANALYTICS_OPT_IN ?= false
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-system-deps:  ## Debian packages: espeak-ng and flite (synthetic speakers)
-	@command -v espeak-ng >/dev/null && command -v flite >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq espeak-ng flite; \
-	  else echo "install them: sudo apt-get install espeak-ng flite" >&2; exit 1; fi; }
+system-deps:  ## Debian packages: espeak-ng, flite (synthetic speakers), prometheus (promtool: rule tests)
+	@command -v espeak-ng >/dev/null && command -v flite >/dev/null && command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq espeak-ng flite prometheus; \
+	  else echo "install them: sudo apt-get install espeak-ng flite prometheus" >&2; exit 1; fi; }
 
 setup: $(VENV)/.installed  ## create .venv with the locked dependencies
 
@@ -269,13 +269,12 @@ kind-rollback:  ## helm rollback kws to the previous revision, helm test
 	helm history kws -n $(KWS_NAMESPACE) --max 5
 	helm test kws -n $(KWS_NAMESPACE)
 
-# A registry without a champion (a fresh local store) gets one from a first smoke run, so that
-# the gate always compares the new run (challenger) with a champion.
-ct-smoke: zenml-stack  ## continuous training: smoke pipeline run + promotion-gate report (reports/ct/)
+# Continuous training (issue 19): `kws retrain` trains on the current data (smoke config),
+# registers a challenger, runs the promotion gate and promotes only a better model.
+ct-smoke: setup  ## continuous-training smoke run: kws retrain --when schedule, tiny config -> reports/ct/
 	mkdir -p $(CT_REPORTS)
-	$(KWS) registry list | grep -q champion || $(KWS) pipeline run --config smoke
-	$(KWS) pipeline run --config smoke
-	$(KWS) registry gate --overlay pipelines/configs/params/smoke.yaml --report $(CT_REPORTS)/gate.json
+	$(KWS) retrain --when schedule --overlay pipelines/configs/params/smoke.yaml \
+	  --report $(CT_REPORTS)/retrain.json
 	$(KWS) registry list > $(CT_REPORTS)/registry.txt
 
 $(GITLAB_CI_LOCAL):
@@ -290,3 +289,20 @@ ci-local: $(GITLAB_CI_LOCAL)  ## the CI jobs lint and test, here (gitlab-ci-loca
 	  --concurrency 1 --timestamps \
 	  --variable PIP_CACHE_DIR=$(CI_LOCAL_PIP_CACHE) \
 	  $(if $(KWS_FSDD_SOURCE),--variable KWS_FSDD_SOURCE=$(KWS_FSDD_SOURCE)) $(CI_LOCAL_JOBS)
+
+# ---------------------------------------------------------------------------------------
+# Monitoring and continuous training (issue 19): rules, dashboard, retrain
+# ---------------------------------------------------------------------------------------
+PROMTOOL ?= promtool
+RULES := charts/kws/files/prometheus/kws-rules.yaml
+
+.PHONY: rules-check dashboard
+
+rules-check:  ## promtool: check the alerting rules and run their unit tests (Debian: prometheus)
+	@command -v $(PROMTOOL) >/dev/null || { \
+	  echo "promtool not found: sudo apt-get install prometheus (or set PROMTOOL=...)" >&2; exit 1; }
+	$(PROMTOOL) check rules $(RULES)
+	$(PROMTOOL) test rules tests/prometheus/kws-rules.test.yaml
+
+dashboard: setup  ## regenerate docker/grafana/dashboards/kws.json from kws/dashboard.py
+	$(KWS) monitor dashboard --out docker/grafana/dashboards/kws.json

@@ -20,8 +20,16 @@ KERAS_FILE = "model.keras"
 LABELS_FILE = "labels.json"
 FEATURES_FILE = "features.json"
 METADATA_FILE = "metadata.json"
+REFERENCE_FILE = "reference.json"  # optional: the drift reference (kws.drift), since issue 19
 REQUIRED_FILES = (TFLITE_FILE, LABELS_FILE, FEATURES_FILE)
-PACKAGE_FILES = (TFLITE_FILE, KERAS_FILE, LABELS_FILE, FEATURES_FILE, METADATA_FILE)
+PACKAGE_FILES = (
+    TFLITE_FILE,
+    KERAS_FILE,
+    LABELS_FILE,
+    FEATURES_FILE,
+    METADATA_FILE,
+    REFERENCE_FILE,
+)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from kws.data.features import (
 )
 from kws.data.manifest import Sample
 from kws.evaluate import predict_split, score_probabilities
-from kws.export import export_package
+from kws.export import drift_reference, export_package
 from kws.files import read_json, write_json
 from kws.params import Params
 from kws.plots import plot_confusion_matrix, plot_training_curves
@@ -120,7 +120,8 @@ def evaluate(params: Params) -> dict[str, Any]:
 
 
 def export(params: Params) -> Path:
-    """Package the trained model into paths.package (and into its MLflow run)."""
+    """Package the trained model and its drift reference into paths.package (and into its
+    MLflow run)."""
     model_dir = Path(params.paths.model)
     result = load_training(model_dir)
     info = data.read_info(Path(params.paths.prepared))
@@ -133,8 +134,14 @@ def export(params: Params) -> Path:
         "mlflow_run_id": mlrun.run_id if mlrun else None,
         "params": params.to_dict(),
     }
+    features = load_feature_set(Path(params.paths.features) / FEATURES_FILE)
     package = export_package(
-        result.model, result.labels, params.features, metadata, Path(params.paths.package)
+        result.model,
+        result.labels,
+        params.features,
+        metadata,
+        Path(params.paths.package),
+        drift_reference(result.model, result.labels, features),
     )
     if mlrun is not None:
         mlrun.log_artifact(package, "package")

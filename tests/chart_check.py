@@ -31,7 +31,7 @@ def value_sets() -> dict[str, dict[str, Any]]:
     sets = {p.stem: values_files(p) for p in sorted((CHART / "ci").glob("*.yaml"))}
     sets["environment"] = values_files(ENVIRONMENT)
     everything = {
-        "monitoring": {"serviceMonitor": {"enabled": True}},
+        "monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
         "test": {"url": "http://kws-gateway.kws.svc"},
         "autoscaling": {"minReplicas": 2, "maxReplicas": 4},
     }

@@ -14,7 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports Te
 
 import typer
 
-from kws.cli import demo, deploy, experiments, pipeline, registry, serve, stages
+from kws.cli import demo, deploy, experiments, monitor, pipeline, registry, retrain, serve, stages
 from kws.errors import KwsError
 
 app = typer.Typer(
@@ -33,6 +33,8 @@ app.command()(experiments.tune)
 app.add_typer(experiments.report_app, name="report")
 app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(deploy.app, name="deploy")
+app.add_typer(monitor.app, name="monitor")
+app.command()(retrain.retrain)
 app.command()(demo.demo)
 
 NOISY_LOGGERS = ("tensorflow", "absl", "h5py", "numba", "matplotlib", "mlflow", "alembic")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from kws.drift import DEFAULT_WINDOW  # light: numpy only
 from kws.serving.decode import Limits  # light: numpy only, no KServe
 
 DEFAULTS = Limits()
@@ -44,6 +45,12 @@ def serve(
     threads: int = typer.Option(
         1, min=1, envvar="KWS_THREADS", help="TFLite threads per inference."
     ),
+    drift_window: int = typer.Option(
+        DEFAULT_WINDOW,
+        min=1,
+        envvar="KWS_DRIFT_WINDOW",
+        help="Recent requests the drift scores are computed over (kws_drift_score).",
+    ),
 ) -> None:
     """Serve a model with KServe's ModelServer: /predict, V1, V2, /metrics (Ctrl-C stops).
 
@@ -62,5 +69,6 @@ def serve(
             poll_seconds=poll,
             access_log=access_log,
             num_threads=threads,
+            drift_window=drift_window,
         )
     )

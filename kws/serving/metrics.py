@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 from prometheus_client import Counter, Gauge, Histogram
 
+from kws.drift import THRESHOLDS, DriftWindow
 from kws.serving.source import ModelRef
 
 REQUESTS = Counter(
@@ -40,6 +43,16 @@ MODEL_INFO = Gauge(
     "kws_model_info", "The model being served (value 1)", ["name", "version", "alias", "source"]
 )
 RELOADS = Counter("kws_model_reloads_total", "Model reloads by result", ["result"])
+DRIFT_SCORE = Gauge(
+    "kws_drift_score",
+    "PSI of a statistic over the drift window vs the model's reference (NaN until the "
+    "window holds enough requests; absent for models without a reference)",
+    ["statistic"],
+)
+DRIFT_THRESHOLD = Gauge(
+    "kws_drift_threshold", "Drift score above which a statistic has drifted", ["statistic"]
+)
+DRIFT_WINDOW = Gauge("kws_drift_window_requests", "Requests in the drift window")
 
 
 def observe_input(duration_s: float, rms: float) -> None:
@@ -60,3 +73,18 @@ def set_model_info(ref: ModelRef, source: str) -> None:
     MODEL_INFO.labels(name=ref.name, version=ref.version, alias=ref.alias or "", source=source).set(
         1
     )
+
+
+def watch_drift(window: DriftWindow | None) -> None:
+    """Export this window's scores (computed when scraped) and thresholds; none without one."""
+    DRIFT_SCORE.clear()
+    DRIFT_THRESHOLD.clear()
+    if window is None:
+        DRIFT_WINDOW.set(0)
+        return
+    DRIFT_WINDOW.set_function(lambda: len(window))
+    for name in window.names:
+        DRIFT_SCORE.labels(statistic=name).set_function(
+            lambda name=name: window.scores().get(name, math.nan)  # type: ignore[misc]
+        )
+        DRIFT_THRESHOLD.labels(statistic=name).set(THRESHOLDS[name])

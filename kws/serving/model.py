@@ -11,6 +11,7 @@ from kserve import Model
 from kserve.errors import ModelNotReady
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
+from kws.drift import DEFAULT_WINDOW, input_statistics
 from kws.errors import KwsError
 from kws.inference import Prediction
 from kws.serving import decode, metrics
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def classify(served: LoadedModel, clip: Clip, limits: Limits) -> Prediction:
-    """One checked clip through the served model, with input and prediction metrics."""
+    """One checked clip through the served model, with input, prediction and drift metrics."""
     wave, rate = decode.checked(clip, limits)
     metrics.observe_input(
         wave.size / rate, float(np.sqrt(np.mean(np.square(wave, dtype=np.float64))))
@@ -31,6 +32,8 @@ def classify(served: LoadedModel, clip: Clip, limits: Limits) -> Prediction:
     except KwsError as exc:
         raise InputRejected(str(exc)) from exc
     metrics.observe_prediction(prediction.label, prediction.confidence, served.ref.version)
+    if served.drift is not None:
+        served.drift.add(input_statistics(wave, rate), prediction.confidence, prediction.label)
     return prediction
 
 
@@ -38,19 +41,25 @@ class KwsModel(Model):
     """KServe model over kws.inference.Predictor (V1, V2 and the /predict route share it)."""
 
     def __init__(
-        self, name: str, source: str, limits: Limits, num_threads: int | None = None
+        self,
+        name: str,
+        source: str,
+        limits: Limits,
+        num_threads: int | None = None,
+        drift_window: int = DEFAULT_WINDOW,
     ) -> None:
         super().__init__(name)
         self.source = source
         self.limits = limits
         self.num_threads = num_threads
+        self.drift_window = drift_window
         self._served: LoadedModel | None = None
         self._reload_lock = threading.Lock()
 
     # --- lifecycle -------------------------------------------------------------------------
     def load(self) -> bool:
         """Load the model named by the source URI (raises a KwsError if it cannot)."""
-        self._swap(load(self.source, self.name, self.num_threads))
+        self._swap(load(self.source, self.name, self.num_threads, self.drift_window))
         self.ready = True
         return self.ready
 
@@ -71,7 +80,7 @@ class KwsModel(Model):
             previous = self.snapshot()
             target = uri or self.source
             try:
-                loaded = load(target, self.name, self.num_threads)
+                loaded = load(target, self.name, self.num_threads, self.drift_window)
             except Exception:
                 metrics.RELOADS.labels(result="failure").inc()
                 raise
@@ -97,6 +106,13 @@ class KwsModel(Model):
     def _swap(self, loaded: LoadedModel) -> None:
         self._served = loaded  # one reference assignment: atomic for every reader
         metrics.set_model_info(loaded.ref, loaded.source)
+        metrics.watch_drift(loaded.drift)  # a new model starts a new window
+        if loaded.drift is None:
+            log.info(
+                "model v%s has no drift reference (exported before drift monitoring): "
+                "no drift scores",
+                loaded.ref.version,
+            )
 
     # --- KServe protocol metadata -------------------------------------------------------------
     def get_input_types(self) -> list[dict[str, Any]]:

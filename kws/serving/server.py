@@ -9,6 +9,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+from kws.drift import DEFAULT_WINDOW
 from kws.inference import serve_single_threaded
 from kws.serving.decode import Limits
 from kws.serving.model import KwsModel
@@ -28,6 +29,7 @@ class ServeSettings:
     poll_seconds: float = 30.0
     num_threads: int | None = None
     access_log: bool = False
+    drift_window: int = DEFAULT_WINDOW
 
 
 def import_kserve() -> Any:
@@ -44,7 +46,13 @@ def import_kserve() -> Any:
 def build_model(settings: ServeSettings) -> KwsModel:
     """The model, loaded (raises a KwsError naming the problem if it cannot be)."""
     import_kserve()
-    model = KwsModel(settings.name, settings.model_uri, settings.limits, settings.num_threads)
+    model = KwsModel(
+        settings.name,
+        settings.model_uri,
+        settings.limits,
+        settings.num_threads,
+        settings.drift_window,
+    )
     model.load()
     return model
 

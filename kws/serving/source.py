@@ -7,6 +7,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from kws.drift import DEFAULT_WINDOW, DriftWindow, read_reference
 from kws.errors import KwsError, ModelPackageError
 from kws.inference import Predictor
 
@@ -38,6 +39,7 @@ class LoadedModel:
     predictor: Predictor
     ref: ModelRef
     source: str
+    drift: DriftWindow | None = None  # None: the package has no drift reference
 
 
 def parse_registry_uri(uri: str) -> tuple[str, str | None, str | None] | None:
@@ -68,8 +70,14 @@ def registry_version(uri: str) -> str | None:
     return found
 
 
-def load(uri: str, default_name: str, num_threads: int | None = None) -> LoadedModel:
-    """Resolve a model URI, fetch its package and load a predictor (warmed up)."""
+def load(
+    uri: str,
+    default_name: str,
+    num_threads: int | None = None,
+    drift_window: int = DEFAULT_WINDOW,
+) -> LoadedModel:
+    """Resolve a model URI, fetch its package and load a predictor (warmed up) and, when the
+    package has a drift reference, an empty drift window of drift_window requests."""
     parsed = parse_registry_uri(uri)
     with tempfile.TemporaryDirectory(prefix="kws-serve-") as scratch:
         # the predictor holds the model in memory, so downloads need not outlive loading
@@ -87,8 +95,10 @@ def load(uri: str, default_name: str, num_threads: int | None = None) -> LoadedM
                 raise ModelSourceError(f"{uri}: no such model package folder")
             ref = ModelRef(name=default_name, version="local", alias=None)
         predictor = Predictor.from_path(package, num_threads=num_threads)
+        reference = read_reference(Path(package))
     warm_up(predictor)
-    return LoadedModel(predictor=predictor, ref=ref, source=uri)
+    drift = DriftWindow(reference, drift_window) if reference is not None else None
+    return LoadedModel(predictor=predictor, ref=ref, source=uri, drift=drift)
 
 
 def warm_up(predictor: Predictor) -> None:

@@ -203,7 +203,10 @@ def full_feature_values() -> list[dict[str, Any]]:
     """Values that switch every template on, in both modes."""
     base = step_values("canary-90-10.yaml")
     on = {
-        "monitoring": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+        "monitoring": {
+            "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+            "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+        },
         "route": {"hostnames": ["kws.example.com"]},
         "test": {"url": "http://kws-gateway.kws.svc"},
         "autoscaling": {"minReplicas": 1, "maxReplicas": 3},
@@ -233,6 +236,7 @@ def test_every_rendered_object_validates_against_its_crd_or_the_kubernetes_schem
         "InferenceService",
         "HTTPRoute",
         "ServiceMonitor",
+        "PrometheusRule",
         "ServiceAccount",
         "Pod",
         "NetworkPolicy",
@@ -615,3 +619,21 @@ def test_helm_test_script_passes_on_predictions_and_fails_on_anything_else(
         )
         assert result.returncode == 1 and "FAIL" in result.stdout, result.stdout
     assert run_test_pod_script().returncode == 1  # nothing checked is a failure
+
+
+def test_the_prometheus_rule_carries_the_rules_file_the_compose_prometheus_loads(
+    chart: helm_python.Chart,
+) -> None:
+    rules_file = CHART / "files" / "prometheus" / "kws-rules.yaml"
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    mounts = compose["services"]["prometheus"]["volumes"]
+    assert "./charts/kws/files/prometheus:/etc/prometheus/rules:ro" in mounts
+    config = yaml.safe_load((REPO / "docker/prometheus/prometheus.yml").read_text())
+    assert config["rule_files"] == ["/etc/prometheus/rules/*.yaml"]
+    values = full_feature_values()[0]
+    (rule,) = by_kind(render(chart, values), "PrometheusRule")
+    assert rule["spec"] == yaml.safe_load(rules_file.read_text())
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    validate(rule)
+    off = by_kind(render(chart, step_values("canary-90-10.yaml")), "PrometheusRule")
+    assert off == []  # opt-in: needs the Prometheus Operator

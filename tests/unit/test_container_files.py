@@ -77,9 +77,9 @@ def test_the_object_store_is_pinned() -> None:
 
 def test_profiles_hold_the_services_of_the_design() -> None:
     assert services_of("core") == {"s3", "mlflow"}
-    assert services_of("train") == {"s3", "mlflow", "trainer"}
+    assert services_of("train") == {"s3", "mlflow", "trainer", "retrain"}
     assert services_of("serve") == {"s3", "mlflow", "predictor-v1", "predictor-v2", "gateway"}
-    assert services_of("monitoring") == {"prometheus"}
+    assert services_of("monitoring") == {"prometheus", "grafana"}
 
 
 def test_dependencies_wait_for_health_and_every_long_running_service_reports_it() -> None:
@@ -88,7 +88,7 @@ def test_dependencies_wait_for_health_and_every_long_running_service_reports_it(
         for dependency, condition in (service.get("depends_on") or {}).items():
             assert condition == {"condition": "service_healthy"}, name
             assert "healthcheck" in services[dependency], dependency
-        assert "healthcheck" in service or name == "trainer", name
+        assert "healthcheck" in service or name in ("trainer", "retrain"), name  # one-shot jobs
 
 
 def test_state_lives_in_named_volumes_and_config_mounts_are_read_only() -> None:
