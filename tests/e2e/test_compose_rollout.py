@@ -9,7 +9,11 @@ moment `serve` is up until the last step, across the tests of this module, in fi
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
+import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -116,6 +120,44 @@ def test_restarting_mlflow_does_not_stop_serving(served: Any) -> None:
     step = story.restart_mlflow(served, served.load, ANSWERS_PER_STEP)
     print(f"{step.title}: {step.counts}")
     assert step.failed == 0 and step.matches()
+
+
+def setting(served: Any, name: str) -> str:
+    """One setting of the project's env file."""
+    lines = served.env_file.read_text().splitlines()
+    return str(dict(line.split("=", 1) for line in lines)[name])
+
+
+def prometheus_get(base: str, path: str, **query: str) -> Any:
+    """GET a Prometheus API path; its `data`."""
+    url = f"{base}{path}?{urllib.parse.urlencode(query)}" if query else base + path
+    with urllib.request.urlopen(url, timeout=10) as response:
+        document = json.load(response)
+    assert document["status"] == "success", document
+    return document["data"]
+
+
+def test_prometheus_scrapes_both_predictors_and_every_dashboard_and_rule_query_has_data(
+    served: Any,
+) -> None:
+    from kws.dashboard import promql_expressions
+
+    served.compose("--profile", "monitoring", "up", "--detach", "--wait", "prometheus")
+    base = f"http://127.0.0.1:{setting(served, 'PROMETHEUS_PORT')}"
+    expressions = promql_expressions(measured=True)
+    assert len(expressions) >= 15
+    missing: dict[str, str] = dict(expressions)
+    deadline = time.monotonic() + 180  # rates need two scrapes, recording rules an evaluation
+    while missing and time.monotonic() < deadline:
+        targets = prometheus_get(base, "/api/v1/targets")["activeTargets"]
+        up = sorted(t["labels"]["deployment"] for t in targets if t["health"] == "up")
+        for name, expression in list(missing.items()):
+            if prometheus_get(base, "/api/v1/query", query=expression)["result"]:
+                del missing[name]
+        time.sleep(2)
+    print(f"{len(expressions) - len(missing)}/{len(expressions)} expressions returned data")
+    assert up == ["v1", "v2"]
+    assert missing == {}
 
 
 def test_not_one_request_failed_over_the_whole_run(served: Any) -> None:
