@@ -168,6 +168,7 @@ lint-docker: setup  ## hadolint every Dockerfile
 
 test-e2e: setup images  ## real Docker: the images, Compose core/train/serve, rollout under load, DVC via S3
 	BASE_IMAGE=$(BASE_IMAGE) IMAGE_TAG=$(IMAGE_TAG) $(BIN)/python -m pytest -q -ra tests/e2e
+	@sed -n '1,/^## Commands/p' reports/e2e/compose-rollout.md 2>/dev/null | head -n -1 || true
 
 compose-demo: setup  ## Compose: train v1 + v2, roll out under load, roll back -> docs/proofs/compose-rollout.md
 	BASE_IMAGE=$(BASE_IMAGE) IMAGE_TAG=$(IMAGE_TAG) $(BIN)/python docs/proofs/compose_rollout.py

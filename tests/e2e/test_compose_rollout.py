@@ -55,6 +55,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, fsdd_dir: Path) -> Iterator
         wavs = sorted((fsdd_dir / "recordings").glob("*_lucas_*.wav"))[:50]
         stack.load = story.Load("127.0.0.1", int(settings["GATEWAY_PORT"]), wavs, clients=4)
         stack.load.start()
+        stack.started = time.monotonic()
         yield stack
     finally:
         if hasattr(stack, "load"):
@@ -164,6 +165,9 @@ def test_not_one_request_failed_over_the_whole_run(served: Any) -> None:
     served.load.stop()
     failures = served.load.failures()
     print(f"{len(served.load.answers)} requests through the gateway, {len(failures)} failed")
+    report = REPO / "reports/e2e/compose-rollout.md"  # CI keeps it; the counts, step by step
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(story.markdown(served, served.load, time.monotonic() - served.started))
     assert len(served.load.answers) >= ANSWERS_PER_STEP * (len(story.ROLLOUT) + 3)
     assert failures == []
 
