@@ -365,8 +365,9 @@ def test_ct_smoke_keeps_the_gate_report_folder_as_artefacts() -> None:
     recipe = subprocess.run(
         ["make", "-n", "ct-smoke"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout
-    assert "pipeline run --config smoke" in recipe
-    assert "registry gate" in recipe and "--report reports/ct/gate.json" in recipe
+    # kws retrain: the smoke config trained, registered, gated; its decision as the report
+    assert "retrain --when schedule --overlay pipelines/configs/params/smoke.yaml" in recipe
+    assert "--report reports/ct/retrain.json" in recipe
 
 
 def test_deploy_kind_brings_up_kind_deploys_the_built_images_and_posts_a_wav() -> None:
