@@ -25,7 +25,7 @@ from kws.data.features import (
 )
 from kws.data.manifest import Sample
 from kws.evaluate import predict_split, score_probabilities
-from kws.export import export_package
+from kws.export import export_package, representative_rows
 from kws.files import read_json, write_json
 from kws.params import Params
 from kws.plots import plot_confusion_matrix, plot_training_curves
@@ -133,8 +133,20 @@ def export(params: Params) -> Path:
         "mlflow_run_id": mlrun.run_id if mlrun else None,
         "params": params.to_dict(),
     }
+    representative = None
+    if params.export.quantization == "int8":  # calibrated on train-split clips
+        x_train, _ = load_feature_set(Path(params.paths.features) / FEATURES_FILE).split("train")
+        representative = representative_rows(
+            x_train, params.export.representative_clips, params.seed
+        )
     package = export_package(
-        result.model, result.labels, params.features, metadata, Path(params.paths.package)
+        result.model,
+        result.labels,
+        params.features,
+        metadata,
+        Path(params.paths.package),
+        params.export.quantization,
+        representative,
     )
     if mlrun is not None:
         mlrun.log_artifact(package, "package")
