@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -137,3 +138,32 @@ def test_kws_evaluate_with_a_missing_package_is_one_error_line(
 def test_featurize_reuses_its_cache(tiny_project: Path) -> None:
     proc = run_kws(tiny_project, "featurize")
     assert "features" in proc.stdout and "features:" not in proc.stderr  # no progress bar: cached
+
+
+def test_export_writes_the_quantized_graph_the_params_choose(
+    tiny_project: Path, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(tiny_project, project)
+    float_meta = json.loads((project / "models/package/metadata.json").read_text())
+    assert float_meta["quantization"] == "none" and float_meta["clip_seconds"] == 1.5
+    run_kws(project, "export", "--no-register", "--set", "export.quantization=int8")
+    package = project / "models/package"
+    meta = json.loads((package / "metadata.json").read_text())
+    assert meta["quantization"] == "int8"
+    assert meta["tflite_bytes"] < float_meta["tflite_bytes"] / 3
+    quantized, original = (
+        Predictor.from_path(package),
+        Predictor.from_path(tiny_project / "models/package"),
+    )
+    clips = [project / s.path for s in read_manifest(project / "data/prepared/manifest.csv")[:8]]
+    agree = [quantized.predict(c).label == original.predict(c).label for c in clips]
+    assert sum(agree) >= 7  # full-integer arithmetic may flip a near tie, not the model
+
+
+def test_an_unknown_quantization_is_one_error_line(tiny_project: Path) -> None:
+    proc = run_kws(
+        tiny_project, "export", "--no-register", "--set", "export.quantization=int4", check=False
+    )
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown export.quantization")
