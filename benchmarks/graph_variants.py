@@ -141,7 +141,10 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         paths = {k: str(Path(tmp) / v) for k, v in PathParams().__dict__.items()}
-        paths["cache"] = str(Path(PathParams().cache).resolve())  # features and clips reused
+        # the data and the feature and clip caches persist between runs (cached features
+        # name their files, so the raw folder must stay where it was)
+        paths["cache"] = str(Path(PathParams().cache).resolve())
+        paths["raw"] = str(Path(PathParams().cache, "benchmark-data").resolve())
         params = params.replace(paths=PathParams(**paths), registry={"register": False})
         for seconds in args.clip_seconds:
             results.append(

@@ -160,7 +160,10 @@ def main() -> None:
     before = json.loads((RESULTS / f"{args.compare}.json").read_text()) if args.compare else None
     with tempfile.TemporaryDirectory() as tmp:
         paths = {k: str(Path(tmp) / v) for k, v in PathParams().__dict__.items()}
-        paths["cache"] = str(Path(PathParams().cache).resolve())  # features and clips reused
+        # the data and the feature and clip caches persist between runs (cached features
+        # name their files, so the raw folder must stay where it was)
+        paths["cache"] = str(Path(PathParams().cache).resolve())
+        paths["raw"] = str(Path(PathParams().cache, "benchmark-data").resolve())
         params = params.replace(paths=PathParams(**paths), registry={"register": False})
         result = run(params, args.speaker)
     figures = {
