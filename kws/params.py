@@ -131,7 +131,7 @@ class TrainParams:
 class ExportParams:
     """How `kws export` converts the trained model to TFLite."""
 
-    quantization: str = "none"  # none (float32) | float16 | dynamic_int8 | int8 (full integer)
+    quantization: str = "dynamic_int8"  # none (float32) | float16 | dynamic_int8 | int8
     representative_clips: int = 200  # int8: train-split clips that calibrate activation ranges
 
 
