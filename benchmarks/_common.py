@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
+SIMD_FLAGS = {"sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "amx_int8"}
 
 
 def machine() -> dict[str, Any]:
@@ -19,15 +20,21 @@ def machine() -> dict[str, Any]:
     import psutil
 
     cpu = platform.processor() or platform.machine()
+    flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
     return {
         "cpu": cpu,
+        # what the TFLite kernels (XNNPACK) can use: int8 speed depends on VNNI
+        "cpu_flags": sorted(f for f in flags if f in SIMD_FLAGS or f.startswith("avx512")),
+        "avx512": any(f.startswith("avx512") for f in flags),
+        "load_average": load_average(),
         "cores": os.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),
@@ -52,7 +59,21 @@ def record(name: str, result: dict[str, Any], markdown: str) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     header = (
         f"Measured {result['measured_at']} on {result['machine']['cpu']} "
-        f"({result['machine']['cores']} cores, {result['machine']['memory_gb']} GB).\n\n"
+        f"({result['machine']['cores']} cores, {result['machine']['memory_gb']} GB, "
+        f"AVX-512 {'yes' if result['machine']['avx512'] else 'no'}; load average "
+        f"{' / '.join(map(str, result['machine']['load_average']))} at the end"
+        f"{_load_at_start(result)}).\n\n"
         f"Command: `{result['command']}`\n\n"
     )
     (RESULTS / f"{name}.md").write_text(f"# {name}\n\n{header}{markdown}\n")
+
+
+def _load_at_start(result: dict[str, Any]) -> str:
+    """', at the start ...' when the benchmark noted its starting load average."""
+    start = result.get("load_average_at_start")
+    return f", {' / '.join(map(str, start))} at the start" if start else ""
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages (other jobs on the same cores skew timings)."""
+    return [round(x, 2) for x in os.getloadavg()]

@@ -32,7 +32,7 @@ from kws.cv import cross_validate
 from kws.data import fetch, prepare
 from kws.data.features import featurize_samples
 from kws.evaluate import fit_and_score
-from kws.export import export_package
+from kws.export import export_package, representative_rows
 from kws.features import features_of_waveform
 from kws.inference import Predictor
 from kws.params import Params, PathParams, resolve_params
@@ -80,7 +80,17 @@ def full_training(params: Params, tmp: Path) -> dict[str, object]:
     fitted = fit_and_score(features, info["labels"], params, cache_dir=tmp / "clips")
     wall = time.perf_counter() - start
     result, metrics = fitted.result, fitted.metrics
-    package = export_package(result.model, info["labels"], params.features, {}, tmp / "package")
+    x_train, _ = features.split("train")
+    calibration = representative_rows(x_train, params.export.representative_clips, params.seed)
+    package = export_package(
+        result.model,
+        info["labels"],
+        params.features,
+        {},
+        tmp / "package",
+        params.export.quantization,
+        calibration,
+    )
     return {
         "full_train_wall_seconds": round(wall, 1),
         "fit_seconds": round(result.seconds, 1),
@@ -91,6 +101,7 @@ def full_training(params: Params, tmp: Path) -> dict[str, object]:
         "tflite_latency_ms": tflite_latency_ms(package),
         "front_end_latency_ms": front_end_latency_ms(package),
         "clip_seconds": params.features.clip_seconds,
+        "quantization": params.export.quantization,
     }
 
 

@@ -11,26 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.fft
 
 from kws.audio import decode, fit_length, loud_span, resample
+from kws.corruption import (
+    NOISE_COLOURS,
+    add_noise,
+    coloured_noise,
+    reverberate,
+    room_impulse_response,
+    telephone,
+)
 from kws.features import log_mel_batch
 from kws.params import AugmentParams, Params
-
-NOISE_COLOURS = ("white", "pink", "brown")
-
-
-def coloured_noise(n: int, colour: str, rng: np.random.Generator) -> np.ndarray:
-    """Unit-RMS white, pink (1/f) or brown (1/f²) noise."""
-    white = rng.standard_normal(n, dtype=np.float32)
-    if colour == "white":
-        noise = white
-    else:
-        spectrum = scipy.fft.rfft(white)
-        freqs = np.maximum(np.fft.rfftfreq(n), 1.0 / n).astype(np.float32)
-        spectrum /= np.sqrt(freqs) if colour == "pink" else freqs
-        noise = scipy.fft.irfft(spectrum, n)
-    return (noise / (np.sqrt(np.mean(noise**2)) + 1e-12)).astype(np.float32)
 
 
 class Augmenter:
@@ -44,7 +36,8 @@ class Augmenter:
         self.noise_bank = noise_bank or []
 
     def waveform(self, clip: np.ndarray, sample_rate: int) -> np.ndarray:
-        """Speed, time shift, gain and noise on one clip (same length out)."""
+        """Edge cut, speed, time shift, gain, tilt, room, noise and phone line on one clip
+        (same length out)."""
         p, rng, n = self.p, self.rng, clip.shape[0]
         out = clip
         if p.edge_cut > 0 and rng.random() < p.edge_cut_prob:
@@ -61,22 +54,23 @@ class Augmenter:
             out = out * np.float32(10 ** (rng.uniform(-p.gain_db, p.gain_db) / 20))
         if p.tilt_db > 0:
             out = tilt(out, sample_rate, rng.uniform(-p.tilt_db, p.tilt_db))
+        if p.reverb_prob > 0 and rng.random() < p.reverb_prob:
+            rt60 = rng.uniform(p.rt60_min, p.rt60_max)
+            out = reverberate(out, room_impulse_response(rt60, sample_rate, rng))
         if p.noise_prob > 0 and rng.random() < p.noise_prob:
-            out = out + self._noise(out, n)
+            out = add_noise(out, self._noise(n), rng.uniform(p.snr_db_min, p.snr_db_max))
+        if p.telephone_prob > 0 and rng.random() < p.telephone_prob:
+            out = telephone(out, sample_rate)
         return out.astype(np.float32)
 
-    def _noise(self, clip: np.ndarray, n: int) -> np.ndarray:
+    def _noise(self, n: int) -> np.ndarray:
+        """n samples of a background recording or of white, pink or brown noise."""
         rng = self.rng
         if self.noise_bank and rng.random() < 0.5:
             source = self.noise_bank[int(rng.integers(len(self.noise_bank)))]
             start = int(rng.integers(0, max(1, source.shape[0] - n)))
-            noise = fit_length(source[start : start + n], n)
-            noise = noise / (np.sqrt(np.mean(noise**2)) + 1e-12)
-        else:
-            noise = coloured_noise(n, NOISE_COLOURS[int(rng.integers(3))], rng)
-        signal_rms = np.sqrt(np.mean(clip**2)) + 1e-8
-        snr_db = rng.uniform(self.p.snr_db_min, self.p.snr_db_max)
-        return (noise * signal_rms / 10 ** (snr_db / 20)).astype(np.float32)
+            return fit_length(source[start : start + n], n)
+        return coloured_noise(n, NOISE_COLOURS[int(rng.integers(3))], rng)
 
     def spectrogram(self, feats: np.ndarray) -> np.ndarray:
         """Frequency warp (VTLP-like) and SpecAugment masks on one (frames, mels) array."""

@@ -93,6 +93,10 @@ class AugmentParams:
     noise_prob: float = 0.0
     snr_db_min: float = 5.0
     snr_db_max: float = 30.0
+    reverb_prob: float = 0.0  # probability of a synthetic room (kws.corruption)
+    rt60_min: float = 0.1  # seconds
+    rt60_max: float = 0.8
+    telephone_prob: float = 0.0  # probability of a 300-3400 Hz, 8 kHz phone line
     freq_warp: float = 0.0  # +- fraction of the mel axis
     freq_masks: int = 0
     freq_mask_width: int = 5
@@ -121,6 +125,14 @@ class TrainParams:
     lr_schedule: str = "cosine"  # constant | cosine
     label_smoothing: float = 0.1
     mixup: float = 0.0  # >0: mix pairs of augmented examples, weight ~ Beta(mixup, mixup)
+
+
+@dataclass(frozen=True)
+class ExportParams:
+    """How `kws export` converts the trained model to TFLite."""
+
+    quantization: str = "dynamic_int8"  # none (float32) | float16 | dynamic_int8 | int8
+    representative_clips: int = 200  # int8: train-split clips that calibrate activation ranges
 
 
 @dataclass(frozen=True)
@@ -156,6 +168,7 @@ class Params:
     augment: AugmentParams = field(default_factory=AugmentParams)
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
+    export: ExportParams = field(default_factory=ExportParams)
     registry: RegistryParams = field(default_factory=RegistryParams)
     paths: PathParams = field(default_factory=PathParams)
 

@@ -25,7 +25,7 @@ from kws.data.features import (
 )
 from kws.data.manifest import Sample
 from kws.evaluate import predict_split, score_probabilities
-from kws.export import drift_reference, export_package
+from kws.export import drift_reference, export_package, representative_rows
 from kws.files import read_json, write_json
 from kws.params import Params
 from kws.plots import plot_confusion_matrix, plot_training_curves
@@ -135,13 +135,21 @@ def export(params: Params) -> Path:
         "params": params.to_dict(),
     }
     features = load_feature_set(Path(params.paths.features) / FEATURES_FILE)
+    representative = None
+    if params.export.quantization == "int8":  # calibrated on train-split clips
+        x_train, _ = features.split("train")
+        representative = representative_rows(
+            x_train, params.export.representative_clips, params.seed
+        )
     package = export_package(
         result.model,
         result.labels,
         params.features,
         metadata,
         Path(params.paths.package),
-        drift_reference(result.model, result.labels, features),
+        quantization=params.export.quantization,
+        representative=representative,
+        reference=drift_reference(result.model, result.labels, features),
     )
     if mlrun is not None:
         mlrun.log_artifact(package, "package")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,9 @@ from kws.data.features import load_feature_set
 from kws.features import features_of
 from kws.inference import Predictor
 from kws.model import load_keras_model
+from kws.params import load_params
 from tests.conftest import run_kws
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -60,13 +63,21 @@ def test_features_the_predictor_computes_equal_the_training_features(tiny_projec
         np.testing.assert_allclose(served, training.x[i], rtol=1e-5, atol=1e-5)
 
 
-def test_tflite_probabilities_equal_keras_within_1e4(tiny_project: Path) -> None:
+# how far a package's TFLite probabilities may be from its Keras model's, by quantization
+TFLITE_TOLERANCE = {"none": 1e-4, "float16": 1e-2, "dynamic_int8": 5e-2, "int8": 1e-1}
+
+
+def test_tflite_probabilities_equal_keras_within_the_quantization_error(
+    tiny_project: Path,
+) -> None:
     training = load_feature_set(tiny_project / "data/features/features.npz")
     x = training.x[:16]
     model = load_keras_model(tiny_project / "models/package/model.keras")
     keras_probs = model.predict(x[..., np.newaxis], verbose=0)
-    tflite_probs = Predictor.from_path(tiny_project / "models/package").probabilities(x)
-    assert np.abs(keras_probs - tflite_probs).max() < 1e-4
+    predictor = Predictor.from_path(tiny_project / "models/package")
+    tflite_probs = predictor.probabilities(x)
+    tolerance = TFLITE_TOLERANCE[predictor.metadata["quantization"]]
+    assert np.abs(keras_probs - tflite_probs).max() < tolerance
 
 
 def test_predictor_accepts_bytes_paths_and_waveforms(tiny_project: Path) -> None:
@@ -137,3 +148,33 @@ def test_kws_evaluate_with_a_missing_package_is_one_error_line(
 def test_featurize_reuses_its_cache(tiny_project: Path) -> None:
     proc = run_kws(tiny_project, "featurize")
     assert "features" in proc.stdout and "features:" not in proc.stderr  # no progress bar: cached
+
+
+def test_export_writes_the_quantized_graph_the_params_choose(
+    tiny_project: Path, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(tiny_project, project)
+    shipped = load_params(REPO / "params.yaml")
+    shipped_meta = json.loads((project / "models/package/metadata.json").read_text())
+    assert shipped_meta["quantization"] == shipped.export.quantization
+    assert shipped_meta["clip_seconds"] == shipped.features.clip_seconds
+    package = project / "models/package"
+    run_kws(project, "export", "--no-register", "--set", "export.quantization=none")
+    original = Predictor.from_path(package)  # float32; the graph is read into memory
+    run_kws(project, "export", "--no-register", "--set", "export.quantization=int8")
+    quantized = Predictor.from_path(package)
+    assert original.metadata["quantization"] == "none"
+    assert quantized.metadata["quantization"] == "int8"
+    assert quantized.metadata["tflite_bytes"] < original.metadata["tflite_bytes"] / 3
+    clips = [project / s.path for s in read_manifest(project / "data/prepared/manifest.csv")[:8]]
+    agree = [quantized.predict(c).label == original.predict(c).label for c in clips]
+    assert sum(agree) >= 7  # full-integer arithmetic may flip a near tie, not the model
+
+
+def test_an_unknown_quantization_is_one_error_line(tiny_project: Path) -> None:
+    proc = run_kws(
+        tiny_project, "export", "--no-register", "--set", "export.quantization=int4", check=False
+    )
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown export.quantization")

@@ -131,3 +131,15 @@ def test_edge_cut_silences_the_start_and_end_of_the_word_only() -> None:
     loud = np.flatnonzero(np.abs(out) > 0)
     assert abs(loud[0] - 7000) <= 160 and abs(loud[-1] - 8000) <= 160
     np.testing.assert_array_equal(out[7200:7800], word[7200:7800])
+
+
+def test_a_room_rings_on_after_the_word_and_a_phone_line_drops_the_low_hum() -> None:
+    roomy = Augmenter(OFF.__class__(**{**OFF.__dict__, "reverb_prob": 1.0}), seed=2)
+    wet = roomy.waveform(clip(), 16000)
+    assert wet.shape == clip().shape
+    assert np.abs(wet[10000:11000]).mean() > 0.01  # silence after the word is filled
+
+    hum = np.zeros(16000, dtype=np.float32)
+    hum[4000:12000] = tone(0.5, freq=100.0)
+    phone = Augmenter(OFF.__class__(**{**OFF.__dict__, "telephone_prob": 1.0}), seed=2)
+    assert np.abs(phone.waveform(hum, 16000)[5000:11000]).max() < 0.05  # 0.5 before
