@@ -13,6 +13,7 @@ from kws.params import ModelParams
 from kws.pretrained import (
     EMBEDDING_SIZE,
     FLOOR,
+    HOP_FRAMES,
     LAYOUT,
     LEAK,
     N_MELS,
@@ -205,7 +206,11 @@ def _speech_embedding_model(
             f"got {mels} bins x {frames} frames"
         )
     inputs = keras.Input(shape=(frames, mels, 1), name="log_mel")
-    x = layers.Rescaling(0.1, offset=2.0, name="embedding_scale")(inputs)  # openWakeWord's
+    x = inputs
+    needed = WINDOW_FRAMES + HOP_FRAMES * (embedding_frames(frames) - 1)
+    if frames > needed:  # frames after the last window change no embedding: skip their cost
+        x = layers.Cropping2D(((0, frames - needed), (0, 0)), name="embedding_frames")(x)
+    x = layers.Rescaling(0.1, offset=2.0, name="embedding_scale")(x)  # openWakeWord's
     x = _embedding_backbone(x, conv_weights(), p.fine_tune)
     embeddings = layers.Reshape((embedding_frames(frames), EMBEDDING_SIZE), name="embeddings")(x)
     norm = layers.Normalization(axis=-1, name="normalize_embeddings")

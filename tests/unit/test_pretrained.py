@@ -48,10 +48,11 @@ def test_front_end_matches_the_published_melspectrogram_model() -> None:
     np.testing.assert_allclose(ours, reference, atol=0.01)  # dB
 
 
-def test_keras_backbone_matches_the_published_embedding_model() -> None:
+@pytest.mark.parametrize("tail", [0, 7], ids=["windows-only", "frames-after-the-last-window"])
+def test_keras_backbone_matches_the_published_embedding_model(tail: int) -> None:
     import keras
 
-    frames = 76 + 2 * 8  # three windows, 8 frames apart
+    frames = 76 + 2 * 8 + tail  # three windows, 8 frames apart (a tail too short for a fourth)
     x = (np.random.default_rng(0).normal(size=(2, frames, 32, 1)) * 15 + 60).astype(np.float32)
     model = build_model(ModelParams("speech_embedding", 0.1, 64), (frames, 32), 10, x[..., 0])
     embeddings = keras.Model(model.input, model.get_layer("embeddings").output)
@@ -60,6 +61,8 @@ def test_keras_backbone_matches_the_published_embedding_model() -> None:
     reference = _tflite(pretrained.EMBEDDING_FILE, windows.reshape(-1, 76, 32, 1))
     assert ours.shape == (2, 3, 96)
     np.testing.assert_allclose(ours, reference.reshape(2, 3, 96), atol=1e-3)
+    first_conv = model.get_layer("embedding_conv0")
+    assert first_conv.input.shape[1] == 76 + 2 * 8  # the tail is never computed
 
 
 def test_only_the_head_trains_and_the_model_stays_small(tmp_path: Path) -> None:
