@@ -7,7 +7,7 @@ KWS := $(BIN)/kws
 EXTRAS ?= train,serve,dev,pipeline,s3
 export ZENML_ANALYTICS_OPT_IN ?= false
 
-.PHONY: system-deps setup lock lock-kind zenml-stack pipelines serve bench-serve test test-fast lint demo bench cv experiments tune dvc-repro dvc-proof clean help
+.PHONY: system-deps setup lock lock-kind zenml-stack pipelines serve bench-serve bench-isa test test-fast lint demo bench cv experiments tune dvc-repro dvc-proof clean help
 
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -87,6 +87,9 @@ lock-kind:  ## re-resolve requirements/lock-kind.txt (kind pipeline image: train
 
 serve: setup  ## KServe ModelServer on :8080 with the registry champion (POST a WAV to /predict)
 	$(KWS) serve --model models:/kws@champion
+
+bench-isa: setup  ## TFLite variants as AVX2 CPUs run them (masked CPUID; needs cc, cpuid_fault)
+	$(BIN)/python benchmarks/isa_probe.py
 
 bench-serve: setup  ## serving latency/throughput/memory vs mlflow models serve (needs wrk)
 	$(BIN)/python benchmarks/serve.py

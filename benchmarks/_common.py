@@ -7,12 +7,17 @@ import os
 import platform
 import shlex
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 RESULTS = Path(__file__).parent / "results"
 SIMD_FLAGS = {"sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "amx_int8"}
+ROUNDS, INVOKES_PER_ROUND, WARMUP = 10, 100, 50
 
 
 def machine() -> dict[str, Any]:
@@ -77,3 +82,30 @@ def _load_at_start(result: dict[str, Any]) -> str:
 def load_average() -> list[float]:
     """The 1, 5 and 15 minute load averages (other jobs on the same cores skew timings)."""
     return [round(x, 2) for x in os.getloadavg()]
+
+
+def interleaved_ms(
+    calls: dict[str, Callable[[], object]],
+    rounds: int = ROUNDS,
+    per_round: int = INVOKES_PER_ROUND,
+    warmup: int = WARMUP,
+) -> dict[str, dict[str, float]]:
+    """Median and p99 ms of each call: warmed up, then interleaved rounds so that a change
+    of load hits them all alike."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    for _ in range(rounds):
+        for name, call in calls.items():
+            for _ in range(per_round):
+                start = time.perf_counter()
+                call()
+                times[name].append((time.perf_counter() - start) * 1000)
+    return {
+        name: {
+            "median": round(float(np.median(t)), 3),
+            "p99": round(float(np.percentile(t, 99)), 3),
+        }
+        for name, t in times.items()
+    }

@@ -20,7 +20,7 @@ import json
 import os
 import sys
 import tempfile
-import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, load_average, record
+from _common import INVOKES_PER_ROUND, RESULTS, ROUNDS, interleaved_ms, load_average, record
 
 from kws.cv import speaker_folds
 from kws.evaluate import fit_and_score
@@ -37,29 +37,13 @@ from kws.inference import Predictor
 from kws.params import Params, PathParams, resolve_params
 from kws.pretrained import embedding_frames
 
-ROUNDS, INVOKES_PER_ROUND, WARMUP = 10, 100, 50
-
 
 def latencies_ms(graphs: dict[str, Predictor], n_frames: int, n_mels: int) -> dict[str, dict]:
     """Median and p99 ms per invoke of each predictor, one thread, interleaved rounds."""
     features = np.random.default_rng(0).standard_normal((1, n_frames, n_mels)).astype(np.float32)
-    times: dict[str, list[float]] = {name: [] for name in graphs}
-    for predictor in graphs.values():
-        for _ in range(WARMUP):
-            predictor.probabilities(features)
-    for _ in range(ROUNDS):
-        for name, predictor in graphs.items():
-            for _ in range(INVOKES_PER_ROUND):
-                start = time.perf_counter()
-                predictor.probabilities(features)
-                times[name].append((time.perf_counter() - start) * 1000)
-    return {
-        name: {
-            "median": round(float(np.median(t)), 3),
-            "p99": round(float(np.percentile(t, 99)), 3),
-        }
-        for name, t in times.items()
-    }
+    return interleaved_ms(
+        {name: partial(predictor.probabilities, features) for name, predictor in graphs.items()}
+    )
 
 
 def clip_length(params: Params, speakers: list[str]) -> dict[str, object]:
