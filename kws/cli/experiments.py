@@ -71,7 +71,7 @@ def tune(
     width, dropout, fine_tune (n_mels for other architectures), learning rate, epochs,
     label smoothing. Chosen on the val speaker; the test speaker is only reported."""
     from kws import stages  # TensorFlow + MLflow: loaded when run
-    from kws.tune import study_name_for
+    from kws.tune import study_name_for  # Optuna + TF + MLflow
     from kws.tune import tune as run_tune  # Optuna + TF + MLflow
 
     p = load(params, set_, overlay)
@@ -110,7 +110,7 @@ def report_compare(
 ) -> None:
     """One table of the v1 baseline, the v2 default, its variations and the best Optuna trial."""
     from kws.experiments import comparison_rows, study_commands, write_comparison  # MLflow
-    from kws.tune import study_name_for
+    from kws.tune import study_name_for  # TF + Optuna: loaded when run
 
     study_name = study_name or study_name_for(load(params, set_, overlay))
 

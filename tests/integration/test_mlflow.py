@@ -342,7 +342,7 @@ def test_experiments_run_compares_v1_the_default_and_its_variations_in_one_exper
     table = (tiny_project / "reports/experiments.md").read_text()
     assert table == out.stdout.rstrip("\n") + "\n"
     assert "test accuracy (TFLite)" in table
-    rows = {line.split(" | ")[0][2:]: line for line in table.splitlines() if line.startswith("| v")}
+    rows = {line.split(" | ")[0][2:]: line for line in table.splitlines() if line.startswith("| ")}
     assert "model.architecture=cnn" in rows["v1_baseline"]
     assert "train.epochs" not in rows["v1_baseline"]  # --set wins over the v1 overlay
     assert "| v2_default | — |" in rows["v2_default"]
