@@ -59,10 +59,12 @@ bench: setup  ## v1 baseline benchmark on the whole FSDD mirror
 cv: setup  ## leave-one-speaker-out CV + training time, size, latency of params.yaml
 	$(BIN)/python benchmarks/speaker_cv.py
 
-experiments: setup  ## baseline + variations in one MLflow experiment -> docs/results/
+# experiments and tune read the data from $KWS_FSDD_SOURCE (a local FSDD copy) when set;
+# their runs go to $MLFLOW_TRACKING_URI, else the project's mlflow.db.
+experiments: setup  ## v1 baseline, v2 default (params.yaml) and its variations in one MLflow experiment -> docs/results/experiments.md
 	$(KWS) experiments run
 
-tune: setup  ## Optuna study (resumable) and the comparison report -> docs/results/
+tune: setup  ## Optuna study of the default's head and training (resumes while params.yaml is unchanged), then docs/results/comparison.md
 	$(KWS) tune --trials 8
 	$(KWS) report compare
 

@@ -17,7 +17,7 @@ from kws.data.manifest import Sample
 from kws.errors import AudioError, DataError
 from kws.features import features_of
 from kws.inference import Predictor
-from kws.params import Params
+from kws.params import FeatureParams, Params
 from kws.train import TrainResult, encode, train
 
 if TYPE_CHECKING:
@@ -84,6 +84,21 @@ def score(
     """Metrics of a Keras model on one split."""
     _, y = features.split(split)
     return score_probabilities(predict_split(model, features, split), y, labels)
+
+
+def score_tflite(
+    graph: bytes,
+    labels: Sequence[str],
+    features: FeatureSet,
+    feature_params: FeatureParams,
+    split: str = "test",
+) -> dict[str, Any]:
+    """Metrics of a TFLite model (one thread, as a server process runs it) on one split."""
+    x, y = features.split(split)
+    if len(x) == 0:
+        raise DataError(f"the {split} split is empty")
+    predictor = Predictor(graph, list(labels), feature_params, num_threads=1)
+    return score_probabilities(predictor.probabilities(x), y, labels)
 
 
 @dataclass(frozen=True)

@@ -65,14 +65,17 @@ def featurize(params: Params) -> FeatureSet:
 
 
 def train(
-    params: Params, callbacks: Sequence[Any] = (), run_name: str | None = None
+    params: Params,
+    callbacks: Sequence[Any] = (),
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> TrainResult:
     """Train on the featurized data, save the model to paths.model, track it in MLflow."""
     features = load_feature_set(Path(params.paths.features) / FEATURES_FILE)
     info = data.read_info(Path(params.paths.prepared))
     model_dir, reports = Path(params.paths.model), Path(params.paths.reports)
     with tracking.training_run(
-        params, info["data_hash"], params.registry.experiment, run_name
+        params, info["data_hash"], params.registry.experiment, run_name, tags=tags
     ) as mlrun:
         result = fit(
             features,

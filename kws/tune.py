@@ -7,6 +7,8 @@ Trials are MLflow runs nested under one parent run per study.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,14 +18,23 @@ import yaml
 
 from kws import tracking
 from kws.data import load_prepared
-from kws.data.features import featurize_samples
+from kws.data.features import FeatureSet, featurize_samples
 from kws.errors import KwsError
-from kws.evaluate import fit_and_score
+from kws.evaluate import fit_and_score, score_tflite
+from kws.export import representative_rows, to_tflite
 from kws.params import Params, params_from_dict
 
 log = logging.getLogger(__name__)
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 PARENT_ATTR = "mlflow_parent_run_id"
+
+
+def study_name_for(params: Params) -> str:
+    """The study of these base params: the same params.yaml resumes it, a changed one (a new
+    default to search around) starts a new study instead of mixing the two searches."""
+    tree = {k: v for k, v in params.to_dict().items() if k not in ("paths", "registry")}
+    digest = hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()
+    return f"kws-{digest[:8]}"
 
 
 @dataclass(frozen=True)
@@ -39,19 +50,19 @@ class TuneResult:
 
 
 def suggest(trial: Any, base: Params) -> Params:
-    """Params of a trial: the search space around the base configuration."""
+    """Params of a trial: the head and training settings around the base configuration."""
     tree = base.to_dict()
-    tree["train"]["learning_rate"] = trial.suggest_float("learning_rate", 3e-4, 1e-2, log=True)
-    tree["model"]["dropout"] = trial.suggest_float("dropout", 0.0, 0.5)
-    tree["model"]["width"] = trial.suggest_categorical("width", [32, 64, 96])
-    if tree["model"]["architecture"] != "speech_embedding":  # its front end is fixed
+    model, train = tree["model"], tree["train"]
+    model["width"] = trial.suggest_categorical("width", [32, 64, 128])
+    model["dropout"] = trial.suggest_float("dropout", 0.0, 0.5)
+    if model["architecture"] == "speech_embedding":  # its front end is fixed
+        model["fine_tune"] = trial.suggest_int("fine_tune", 0, 2)
+    else:
         tree["features"]["n_mels"] = trial.suggest_categorical("n_mels", [32, 40, 64])
-    strength = trial.suggest_float("augment_strength", 0.5, 1.5)
-    augment = tree["augment"]
-    for key in ("time_shift_ms", "speed", "gain_db", "freq_warp"):
-        augment[key] = round(augment[key] * strength, 4)
-    for key in ("freq_mask_width", "time_mask_width"):
-        augment[key] = max(1, round(augment[key] * strength))
+    train["learning_rate"] = trial.suggest_float("learning_rate", 3e-4, 1e-2, log=True)
+    epochs = int(train["epochs"])  # around the base's, so a smoke config stays small
+    train["epochs"] = trial.suggest_int("epochs", max(1, epochs // 2), max(1, epochs * 3 // 2))
+    train["label_smoothing"] = trial.suggest_float("label_smoothing", 0.0, 0.2)
     return params_from_dict(tree, source=f"trial {trial.number}")
 
 
@@ -74,12 +85,24 @@ def pruning_callback(trial: Any) -> Any:
     return Pruning()
 
 
-def objective_factory(base: Params, experiment: str, parent_run_id: str) -> Any:
+def shipped_graph(model: Any, params: Params, features: FeatureSet) -> bytes:
+    """The TFLite graph `kws export` would write for this model (params.export)."""
+    representative = None
+    if params.export.quantization == "int8":  # calibrated on train-split clips, as export does
+        x_train, _ = features.split("train")
+        representative = representative_rows(
+            x_train, params.export.representative_clips, params.seed
+        )
+    return to_tflite(model, params.export.quantization, representative)
+
+
+def objective_factory(base: Params, experiment: str, parent_run_id: str, command: str = "") -> Any:
     """The Optuna objective over the prepared data (features cached per n_mels)."""
     import optuna  # heavy: only tuning needs it
 
     samples, info = load_prepared(base)
     labels = info["labels"]
+    command_tag = {"kws_command": command} if command else {}
 
     def objective(trial: optuna.Trial) -> float:
         params = suggest(trial, base)
@@ -92,7 +115,7 @@ def objective_factory(base: Params, experiment: str, parent_run_id: str) -> Any:
             experiment,
             run_name=f"trial-{trial.number}",
             parent_run_id=parent_run_id,
-            tags={"optuna_trial": str(trial.number)},
+            tags={"optuna_trial": str(trial.number), **command_tag},
         ) as run:
             pruner = pruning_callback(trial)
             fitted = fit_and_score(
@@ -112,6 +135,17 @@ def objective_factory(base: Params, experiment: str, parent_run_id: str) -> Any:
                     "train_seconds": result.seconds,
                 }
             )
+            if not pruner.pruned:  # what would ship: the exported graph, scored
+                graph = shipped_graph(result.model, params, features)
+                shipped = score_tflite(graph, labels, features, params.features)
+                run.log_metrics(
+                    {
+                        "tflite_test_accuracy": shipped["accuracy"],
+                        "tflite_test_macro_f1": shipped["macro_f1"],
+                        "tflite_bytes": len(graph),
+                    }
+                )
+                trial.set_user_attr("tflite_test_accuracy", shipped["accuracy"])
             run.client.set_tag(
                 run.run_id, "optuna_state", "PRUNED" if pruner.pruned else "COMPLETE"
             )
@@ -166,7 +200,7 @@ def tune(
         client.update_run(parent, status="RUNNING")
     try:
         study.optimize(
-            objective_factory(params, experiment, parent),
+            objective_factory(params, experiment, parent, command),
             n_trials=n_trials,
             catch=(Exception,),
             show_progress_bar=True,
@@ -204,10 +238,14 @@ def write_best_params(
         def suggest_float(self, name: str, *args: Any, **kwargs: Any) -> Any:
             return best[name]
 
-        suggest_categorical = suggest_float
+        suggest_categorical = suggest_int = suggest_float
 
-    tuned = suggest(_Trial(), base).to_dict()
-    overlay = {section: tuned[section] for section in ("features", "augment", "model", "train")}
+    tuned, untouched = suggest(_Trial(), base).flat(), base.flat()
+    overlay: dict[str, Any] = {}
+    for key, value in tuned.items():  # only what the search set: the rest stays params.yaml's
+        if value != untouched[key]:
+            section, name = key.split(".", 1)
+            overlay.setdefault(section, {})[name] = value
     path.parent.mkdir(parents=True, exist_ok=True)
     header = (
         f"# Best trial {number} of Optuna study {study!r} (written by `kws tune`).\n"

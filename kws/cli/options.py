@@ -20,7 +20,6 @@ OverlayOption = typer.Option(
     "-o",
     help="Partial params YAML merged over --params, e.g. pipelines/configs/params/baseline.yaml.",
 )
-BASELINE_OVERLAY = Path("pipelines/configs/params/baseline.yaml")
 
 
 def load(params: Path, set_: list[str] | None, overlay: list[Path] | None) -> Params:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -324,32 +325,28 @@ def test_without_a_server_runs_go_to_a_local_sqlite_store(tiny_project: Path) ->
     assert any((tiny_project / "mlartifacts").rglob("model.tflite"))
 
 
-def test_experiments_run_compares_variations_in_one_mlflow_experiment(
+def test_experiments_run_compares_v1_the_default_and_its_variations_in_one_experiment(
     tiny_project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    overlays = tiny_project / "pipelines/configs/params"
+    overlays.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "pipelines/configs/params/baseline.yaml", overlays)
     out = run_kws(
         tiny_project,
         "experiments",
         "run",
-        "--variation",
-        "baseline",
-        "--variation",
-        "dropout_0.5",
-        "--set",
-        "train.epochs=1",
-        "--output",
-        "reports/experiments.md",
-        "--baseline",
-        str(REPO / "pipelines/configs/params/baseline.yaml"),
+        *("--variation", "v1_baseline", "--variation", "v2_default", "--variation", "float32"),
+        *("--set", "train.epochs=1", "--set", "export.quantization=dynamic_int8"),
+        *("--output", "reports/experiments.md"),
     )
     table = (tiny_project / "reports/experiments.md").read_text()
     assert table == out.stdout.rstrip("\n") + "\n"
-    rows = [
-        line
-        for line in table.splitlines()
-        if line.startswith("| baseline") or line.startswith("| dropout_0.5")
-    ]
-    assert len(rows) == 2 and "model.dropout=0.5" in rows[1]
+    assert "test accuracy (TFLite)" in table
+    rows = {line.split(" | ")[0][2:]: line for line in table.splitlines() if line.startswith("| ")}
+    assert "model.architecture=cnn" in rows["v1_baseline"]
+    assert "train.epochs" not in rows["v1_baseline"]  # --set wins over the v1 overlay
+    assert "| v2_default | — |" in rows["v2_default"]
+    assert "export.quantization=none" in rows["float32"] and "weights of v2_default" in table
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -358,9 +355,19 @@ def test_experiments_run_compares_variations_in_one_mlflow_experiment(
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("kws-experiments")
-    runs = client.search_runs([experiment.experiment_id])
-    assert {r.data.tags["mlflow.runName"] for r in runs} == {"baseline", "dropout_0.5"}
-    assert all("test_accuracy" in r.data.metrics for r in runs)
+    runs = {
+        r.data.tags["mlflow.runName"]: r for r in client.search_runs([experiment.experiment_id])
+    }
+    assert set(runs) == {"v1_baseline", "v2_default", "float32"}
+    assert all("tflite_test_accuracy" in r.data.metrics for r in runs.values())
+    assert runs["v1_baseline"].data.params["model.architecture"] == "cnn"
+    assert runs["float32"].data.tags["weights_from"] == "v2_default"
+    float32, int8 = runs["float32"].data.metrics, runs["v2_default"].data.metrics
+    assert float32["tflite_bytes"] > 2 * int8["tflite_bytes"]  # int8 weights: a quarter
+    assert float32["test_accuracy"] == int8["test_accuracy"]  # one Keras model, two exports
+    compare = run_kws(tiny_project, "report", "compare", "--output", "reports/comparison.md")
+    assert "| float32 | export.quantization=none |" in compare.stdout
+    assert str(tiny_project) not in (tiny_project / "reports/comparison.md").read_text()
 
 
 def test_a_package_logged_from_any_folder_downloads_as_the_package(

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
-from kws.params import resolve_params
+from kws.params import load_params, resolve_params
+from kws.tune import study_name_for
 from tests.conftest import TINY, run_kws
 from tests.helpers import write_params
 
@@ -29,7 +31,8 @@ def tuned_project(tmp_path_factory: pytest.TempPathFactory, fsdd_dir: Path) -> P
 def test_a_resumed_study_has_all_trials_in_its_storage(tuned_project: Path) -> None:
     import optuna
 
-    study = optuna.load_study(study_name="kws", storage=f"sqlite:///{tuned_project}/optuna.db")
+    name = study_name_for(load_params(tuned_project / "params.yaml"))
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{tuned_project}/optuna.db")
     assert [t.number for t in study.trials] == [0, 1, 2]
     assert all(t.state.is_finished() for t in study.trials)
     assert study.user_attrs["mlflow_parent_run_id"]
@@ -55,16 +58,22 @@ def test_trials_are_mlflow_runs_nested_under_one_study_run(
     assert sorted(r.data.tags["optuna_trial"] for r in trials) == ["0", "1", "2"]
     assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parents[0].info.run_id}
     assert all("best_val_accuracy" in r.data.metrics for r in trials)
+    complete = [r for r in trials if r.data.tags["optuna_state"] == "COMPLETE"]
+    assert complete and all("tflite_test_accuracy" in r.data.metrics for r in complete)
+    assert all(r.data.tags["kws_command"].startswith("kws tune") for r in trials)
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "plots")}
     assert "plots/optuna_history.png" in artifacts
 
 
-def test_best_params_file_is_an_overlay_the_pipeline_runs(tuned_project: Path) -> None:
+def test_best_params_file_is_an_overlay_of_the_searched_settings(tuned_project: Path) -> None:
     text = (tuned_project / "tuned.yaml").read_text()
     assert text.startswith("# Best trial")
+    overlay = yaml.safe_load(text)
+    assert set(overlay) <= {"model", "train"}  # the head and training settings only
+    assert set(overlay["train"]) <= {"learning_rate", "epochs", "label_smoothing"}
     params = resolve_params(tuned_project / "params.yaml", None, [tuned_project / "tuned.yaml"])
     assert 3e-4 <= params.train.learning_rate <= 1e-2
-    assert params.features.n_mels in (32, 40, 64)
+    assert params.model.architecture == "speech_embedding" and 0 <= params.model.fine_tune <= 2
     assert (tuned_project / "plots" / "optuna_history.png").is_file()
 
 
@@ -72,8 +81,9 @@ def test_report_compare_includes_the_best_trial(tuned_project: Path) -> None:
     out = run_kws(tuned_project, "report", "compare", "--output", "report/comparison.md")
     table = (tuned_project / "report/comparison.md").read_text()
     assert "optuna best (trial" in table and "optuna best" in out.stdout
+    assert "`kws tune --trials 2" in table and str(tuned_project) not in table
     csv = (tuned_project / "report/comparison.csv").read_text().splitlines()
-    assert csv[0].startswith("run,test_accuracy,test_macro_f1,train_seconds")
+    assert csv[0].startswith("run,changes,test_accuracy_tflite,test_macro_f1_tflite")
 
 
 def test_failing_trials_are_recorded_as_failed_and_the_study_goes_on(tuned_project: Path) -> None:

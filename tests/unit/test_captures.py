@@ -62,11 +62,11 @@ def test_compare_shows_registered_versions_then_newest_variations_then_best_tria
     training = [run("v2", "kws-variant", 20), run("v1", "kws-baseline", 10), run("x", "dvc", 5)]
     versions = [{"version": "1", "run_id": "v1"}, {"version": "2", "run_id": "v2"}]
     variations = [
-        run("d2", "dropout_0.5", 40, "2"),  # newest first, as the search returns them
-        run("n", "n_mels_64", 35, "2"),
-        run("d1", "dropout_0.5", 32, "2"),
-        run("b", "baseline", 30, "2"),
-        run("f", "ds_cnn", 33, "2", status="FAILED"),
+        run("d2", "float32", 40, "2"),  # newest first, as the search returns them
+        run("n", "clip_1.0s", 35, "2"),
+        run("d1", "float32", 32, "2"),
+        run("b", "v1_baseline", 30, "2"),
+        run("f", "fine_tune_2", 33, "2", status="FAILED"),
     ]
     tuning = [
         run("t1", "trial-1", 61, "3", **{"mlflow.parentRunId": "s2"}),
