@@ -43,7 +43,14 @@ def serve(
         False, envvar="KWS_ACCESS_LOG", help="Log every request (metrics count them anyway)."
     ),
     threads: int = typer.Option(
-        1, min=1, envvar="KWS_THREADS", help="TFLite threads per inference."
+        1, min=1, envvar="KWS_THREADS", help="TFLite threads per inference (per worker)."
+    ),
+    workers: int = typer.Option(
+        1,
+        min=0,
+        envvar="KWS_SERVE_WORKERS",
+        help="Server processes sharing the port, one per core (0: one per usable core). "
+        "Size: workers = CPU cores allotted, --threads 1.",
     ),
     drift_window: int = typer.Option(
         DEFAULT_WINDOW,
@@ -70,5 +77,23 @@ def serve(
             access_log=access_log,
             num_threads=threads,
             drift_window=drift_window,
+            workers=workers or usable_cores(),
         )
     )
+
+
+def usable_cores() -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota."""
+    import math
+    import os
+    from pathlib import Path
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return cores
+    if quota == "max":
+        return cores
+    return max(1, min(cores, math.ceil(int(quota) / int(period))))

@@ -30,6 +30,7 @@ class ServeSettings:
     num_threads: int | None = None
     access_log: bool = False
     drift_window: int = DEFAULT_WINDOW
+    workers: int = 1
 
 
 def import_kserve() -> Any:
@@ -79,7 +80,19 @@ class RegistryPoller(threading.Thread):
 
 
 def serve(settings: ServeSettings) -> None:
-    """Load the model and serve it until SIGINT/SIGTERM."""
+    """Load the model and serve it until SIGINT/SIGTERM (in `workers` processes if > 1)."""
+    if settings.workers > 1:
+        from kws.serving.workers import supervise  # the supervisor: no KServe, no model
+
+        supervise(settings)
+        return
+    model, server = prepare(settings)
+    log_start(model, settings)
+    server.start([model])
+
+
+def prepare(settings: ServeSettings, worker: Any = None) -> tuple[KwsModel, Any]:
+    """The loaded model with our routes on KServe's app and its ModelServer; the poller runs."""
     kserve = import_kserve()
     from kserve.model_server import app
 
@@ -89,9 +102,10 @@ def serve(settings: ServeSettings) -> None:
 
     serve_single_threaded()
     model = build_model(settings)
-    install(app, model)
+    install(app, model, worker)
     server = kserve.ModelServer(
         http_port=settings.port,
+        workers=1,  # several workers are ours (kws.serving.workers), not KServe's
         enable_grpc=False,
         enable_docs_url=False,  # /docs is ours, FastAPI's app was built without it
         enable_latency_logging=False,
@@ -104,8 +118,12 @@ def serve(settings: ServeSettings) -> None:
     logging.getLogger("kserve.trace").setLevel(logging.WARNING)  # one line per request
     if settings.poll_seconds > 0 and settings.model_uri.startswith("models:/"):
         RegistryPoller(model, settings.poll_seconds).start()
+    return model, server
+
+
+def log_start(model: KwsModel, settings: ServeSettings) -> None:
+    """One line: what is served, from where, on which port."""
     ref = model.snapshot().ref
     log.info(
         "serving %s v%s (%s) on port %d", ref.name, ref.version, settings.model_uri, settings.port
     )
-    server.start([model])
