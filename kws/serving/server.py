@@ -6,31 +6,13 @@ import logging
 import sys
 import threading
 import warnings
-from dataclasses import dataclass, field
 from typing import Any
 
-from kws.drift import DEFAULT_WINDOW
 from kws.inference import serve_single_threaded
-from kws.serving.decode import Limits
 from kws.serving.model import KwsModel
+from kws.serving.settings import ServeSettings
 
 log = logging.getLogger(__name__)
-DEFAULT_PORT = 8080
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    """Everything `kws serve` can set."""
-
-    model_uri: str
-    name: str = "kws"
-    port: int = DEFAULT_PORT
-    limits: Limits = field(default_factory=Limits)
-    poll_seconds: float = 30.0
-    num_threads: int | None = None
-    access_log: bool = False
-    drift_window: int = DEFAULT_WINDOW
-    workers: int = 1
 
 
 def import_kserve() -> Any:
@@ -80,12 +62,7 @@ class RegistryPoller(threading.Thread):
 
 
 def serve(settings: ServeSettings) -> None:
-    """Load the model and serve it until SIGINT/SIGTERM (in `workers` processes if > 1)."""
-    if settings.workers > 1:
-        from kws.serving.workers import supervise  # the supervisor: no KServe, no model
-
-        supervise(settings)
-        return
+    """Load the model and serve it in this process until SIGINT/SIGTERM."""
     model, server = prepare(settings)
     log_start(model, settings)
     server.start([model])

@@ -35,7 +35,7 @@ from typing import Any
 
 from kws.drift import MIN_REQUESTS
 from kws.errors import KwsError
-from kws.serving.server import ServeSettings
+from kws.serving.settings import ServeSettings
 
 log = logging.getLogger(__name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
