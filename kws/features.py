@@ -110,7 +110,8 @@ def log_mel_batch(clips: np.ndarray, fp: FeatureParams, chunk: int = 256) -> np.
     bins = mel_t.shape[0]
     out = []
     for first in range(0, clips.shape[0], chunk):
-        padded = np.pad(clips[first : first + chunk], ((0, 0), (half, half)))
+        batch = clips[first : first + chunk]
+        padded = np.pad(batch, ((0, 0), (half, half))) if half else batch
         frames = np.lib.stride_tricks.sliding_window_view(padded, fp.n_fft, axis=1)
         frames = frames[:, :: fp.hop_length, start:stop]  # the samples the window keeps
         spectra = frames.reshape(-1, stop - start) @ dft  # real parts, then imaginary parts
