@@ -67,7 +67,7 @@ def serve(
     Every option also reads an environment variable; the admin API's token is the variable
     KWS_ADMIN_TOKEN only, never an option (it stays out of process listings).
     """
-    from kws.serving.settings import ServeSettings
+    from kws.serving.settings import ServeSettings  # light, like the imports above
 
     settings = ServeSettings(
         model_uri=model,

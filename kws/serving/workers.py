@@ -180,7 +180,7 @@ def run_worker(settings: ServeSettings, sock: socket.socket, channel: Connection
     _die_with_parent()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from kws.serving import metrics  # after PROMETHEUS_MULTIPROC_DIR: multiprocess values
-    from kws.serving.server import log_start, prepare
+    from kws.serving.server import log_start, prepare  # KServe: in the worker only
 
     state = metrics.start_worker_state(min(MIN_REQUESTS, settings.drift_window))
     try:
