@@ -134,11 +134,22 @@ def install(app: FastAPI, model: KwsModel, worker: metrics.WorkerState | None = 
         }
         return ORJSONResponse(body)
 
-    @app.post("/admin/reload", tags=["kws"], responses=_ERRORS, summary="Reload the model")
+    @app.post(
+        "/admin/reload",
+        tags=["kws"],
+        responses={**_ERRORS, 409: {"model": ErrorResponse, "description": "several workers"}},
+        summary="Reload the model",
+    )
     async def reload(request: Request) -> ORJSONResponse:
         denied = _check_token(request)
         if denied is not None:
             return denied
+        if worker is not None:  # it would reload this worker only: versions would differ
+            return error(
+                409,
+                "this server runs several workers and a reload reaches one of them: move the "
+                "registry alias instead (every worker follows it), or serve with --workers 1",
+            )
         uri = await _reload_target(request)
         if isinstance(uri, ORJSONResponse):
             return uri

@@ -105,8 +105,9 @@ def supervise(settings: ServeSettings) -> None:
         )
         while not stopping:
             time.sleep(0.5)
-            for index, (process, _) in enumerate(workers):
+            for index, (process, channel) in enumerate(workers):
                 if not process.is_alive() and not stopping:
+                    channel.close()
                     log.warning(
                         "worker %s exited (code %s): starting another",
                         process.pid,

@@ -61,6 +61,7 @@ def workers(tiny_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         env={
             **hermetic_environment(),
             "KWS_SERVE_WORKERS": "2",
+            "KWS_ADMIN_TOKEN": "token",
             "PROMETHEUS_MULTIPROC_DIR": str(metrics),
         },
         start_new_session=True,
@@ -133,6 +134,11 @@ def test_every_worker_swaps_to_the_promoted_version_on_its_own_poll(
     time.sleep(1.5)
     info = metric_lines(httpx.get(f"{workers.url}/metrics").text, "kws_model_info")
     assert len(info) == 1 and 'version="2"' in info[0]
+
+
+def test_admin_reload_is_refused_as_it_would_reach_one_worker_only(workers: Workers) -> None:
+    response = httpx.post(f"{workers.url}/admin/reload", headers={"Authorization": "Bearer token"})
+    assert response.status_code == 409 and "registry alias" in response.json()["error"]
 
 
 def test_sigterm_stops_every_worker_and_removes_nothing_it_did_not_make(
