@@ -99,6 +99,30 @@ def tree_rss_mb(pid: int) -> tuple[float, int]:
     return sum(rss_mb(p) for p in pids), len(pids)
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a server: its process and every worker."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for process in tree(pid):
+        fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def median_run(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rounds of one target: median latency, throughput and CPU; all requests, errors."""
+    return {
+        **{
+            key: round(statistics.median(float(r[key]) for r in results), 3)
+            for key in ("p50_ms", "p99_ms", "rps", "server_cpu_ms")
+        },
+        "requests": sum(int(r["requests"]) for r in results),
+        "errors": sum(int(r["errors"]) for r in results),
+        "socket_errors": "; ".join(r["socket_errors"] for r in results if r["socket_errors"]),
+        "rounds": len(results),
+    }
+
+
 def in_process_ms(model: str, wav: bytes, runs: int = IN_PROCESS_RUNS) -> dict[str, float]:
     """Cost (ms) of one /predict request without HTTP, on one thread: median wall time (the
     compute bound's), and for context its 10th percentile and median CPU time (other
@@ -224,7 +248,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="models:/kws@champion", help="registry URI to serve")
     parser.add_argument("--wav", type=Path, default=None, help="request WAV (default: FSDD)")
-    parser.add_argument("--seconds", type=int, default=10, help="per measurement")
+    parser.add_argument("--seconds", type=int, default=5, help="per measurement and round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per target")
     parser.add_argument(
         "--workers", type=int, default=len(os.sched_getaffinity(0)), help="per server"
     )
@@ -337,13 +362,23 @@ def main() -> None:
             rss_warm, processes = tree_rss_mb(kws.pid)
             predict_requests = 0
             rows = []
+            owners = {n: mlflow.pid if n.startswith("mlflow") else kws.pid for n in targets}
             for concurrency in (1, 8):
-                for name, script in scripts.items():
-                    result = wrk(targets[name][0], script, concurrency, args.seconds)
-                    rows.append({"target": name, "concurrency": concurrency, **result})
-                    if name == "kws /predict":
-                        predict_requests += int(result["requests"])
-                    print(f"{name:22s} c={concurrency}: {result}", flush=True)
+                runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+                for _ in range(args.rounds):  # interleaved: load from others hits all alike
+                    for name, script in scripts.items():
+                        cpu_before = tree_cpu_seconds(owners[name])
+                        result = wrk(targets[name][0], script, concurrency, args.seconds)
+                        cpu = tree_cpu_seconds(owners[name]) - cpu_before
+                        result["server_cpu_ms"] = round(cpu * 1000 / max(result["requests"], 1), 3)
+                        runs[name].append(result)
+                        if name == "kws /predict":
+                            predict_requests += int(result["requests"])
+                        print(f"{name:22s} c={concurrency}: {result}", flush=True)
+                rows += [
+                    {"target": name, "concurrency": concurrency, **median_run(results)}
+                    for name, results in runs.items()
+                ]
             while predict_requests < MEMORY_REQUESTS:
                 extra = wrk(predict_url, predict_script, 8, 5)
                 predict_requests += int(extra["requests"])
@@ -404,6 +439,17 @@ def summarise(
             by[("kws /predict", 1)]["rps"] / by[("mlflow /invocations", 1)]["rps"], 2
         ),
         "predict_vs_floor_c8": round(predict_c8 / by[("kws no-op floor", 8)]["rps"], 3),
+        "predict_server_cpu_ms_c8": by[("kws /predict", 8)]["server_cpu_ms"],
+        "mlflow_server_cpu_ms_c8": by[("mlflow /invocations", 8)]["server_cpu_ms"],
+        # what the ratios would be on cores of our own: CPU per request, not shares of CPU
+        "predict_vs_mlflow_cpu_c8": round(
+            by[("mlflow /invocations", 8)]["server_cpu_ms"]
+            / by[("kws /predict", 8)]["server_cpu_ms"],
+            2,
+        ),
+        "predict_vs_bound_cpu_c8": round(
+            measured["in_process_cpu_ms"] / by[("kws /predict", 8)]["server_cpu_ms"], 3
+        ),
         **{k: v for k, v in measured.items() if k != "in_process_ms"},
         "rss_growth": round(measured["rss_mb_after"] / measured["rss_mb_warm"] - 1, 4),
     }
@@ -419,6 +465,7 @@ def summarise(
         "wav": wav.name,
         "seconds": args.seconds,
         "workers": args.workers,
+        "rounds": args.rounds,
         "cores": cores,
         "rows": rows,
         "checks": checks,
@@ -434,16 +481,20 @@ def markdown(result: dict[str, Any]) -> str:
         f"per server on {result['cores']} cores (kws: `--workers {result['workers']} --threads "
         f"1`; mlflow: `--workers {result['workers']}`). Compute bound = cores / in-process "
         "cost of one request (the /predict work without HTTP, one thread, median of "
-        f"{IN_PROCESS_RUNS} runs in this run). RSS: all processes of the kws server.",
+        f"{IN_PROCESS_RUNS} runs in this run). Each row: the median of {result['rounds']} "
+        "interleaved rounds. Server CPU: user + system time of all the server's processes "
+        "per request (robust to other load on the machine). RSS: all processes of the kws "
+        "server.",
         "",
-        "| target | concurrency | p50 ms | p99 ms | req/s | requests | errors |",
-        "|---|---|---|---|---|---|---|",
+        "| target | concurrency | p50 ms | p99 ms | req/s | server CPU ms/request | requests "
+        "| errors |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         errors = f"{r['errors']} {r['socket_errors']}".strip()
         lines.append(
             f"| {r['target']} | {r['concurrency']} | {r['p50_ms']} | {r['p99_ms']} | {r['rps']} "
-            f"| {r['requests']} | {errors} |"
+            f"| {r['server_cpu_ms']} | {r['requests']} | {errors} |"
         )
     lines += ["", "| check | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in result["checks"].items()]
