@@ -22,6 +22,12 @@ def decode(source: AudioSource) -> tuple[np.ndarray, int]:
     if len(data) == 0:
         raise AudioError(f"{name}: empty file")
     check_wav_structure(data, name)
+    pcm = pcm16_wav(data)
+    if pcm is not None:  # the common case, without libsndfile's per-call overhead
+        samples, rate = pcm
+        if samples.shape[0] == 0:
+            raise AudioError(f"{name}: no audio samples (truncated or empty recording)")
+        return samples.mean(axis=1).astype(np.float32), rate
     try:
         wave, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except sf.LibsndfileError as exc:
@@ -33,6 +39,45 @@ def decode(source: AudioSource) -> tuple[np.ndarray, int]:
     if not np.all(np.isfinite(wave)):
         raise AudioError(f"{name}: audio holds NaN or infinite samples")
     return wave.mean(axis=1).astype(np.float32), int(rate)
+
+
+_PCM = 1
+_EXTENSIBLE = 0xFFFE
+_PCM_GUID_TAIL = bytes.fromhex("000000001000800000aa00389b71")  # KSDATAFORMAT_SUBTYPE_PCM
+
+
+def pcm16_wav(data: bytes) -> tuple[np.ndarray, int] | None:
+    """The (samples, channels) float32 samples and rate of a 16-bit PCM WAV, scaled as
+    libsndfile scales them (x / 32768); None for anything else (libsndfile reads it)."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    offset, fmt = 12, None
+    while offset + 8 <= len(data):
+        chunk_id = data[offset : offset + 4]
+        size = int.from_bytes(data[offset + 4 : offset + 8], "little")
+        body = offset + 8
+        if chunk_id == b"fmt " and size >= 16:
+            fmt = data[body : body + size]
+        elif chunk_id == b"data":
+            if fmt is None or not _is_pcm16(fmt):
+                return None
+            channels = int.from_bytes(fmt[2:4], "little")
+            rate = int.from_bytes(fmt[4:8], "little")
+            frames = min(size, len(data) - body) // (2 * channels)
+            raw = np.frombuffer(data, dtype="<i2", count=frames * channels, offset=body)
+            return raw.reshape(frames, channels).astype(np.float32) / np.float32(32768), rate
+        offset = body + size + (size & 1)
+    return None
+
+
+def _is_pcm16(fmt: bytes) -> bool:
+    tag = int.from_bytes(fmt[0:2], "little")
+    channels = int.from_bytes(fmt[2:4], "little")
+    bits = int.from_bytes(fmt[14:16], "little")
+    if tag == _EXTENSIBLE and len(fmt) >= 40 and fmt[26:40] == _PCM_GUID_TAIL:
+        tag = int.from_bytes(fmt[24:26], "little")
+    rate = int.from_bytes(fmt[4:8], "little")
+    return tag == _PCM and bits == 16 and channels >= 1 and rate > 0
 
 
 def check_wav_structure(data: bytes, name: str = "input") -> None:

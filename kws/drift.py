@@ -299,13 +299,24 @@ class DriftWindow:
     def __len__(self) -> int:
         return len(self._bins)
 
+    def counts(self) -> tuple[int, dict[str, list[int]]]:
+        """The requests in the window and their bin counts per statistic (a copy)."""
+        with self._lock:
+            return len(self._bins), {name: list(values) for name, values in self._counts.items()}
+
     def scores(self) -> dict[str, float]:
         """PSI per statistic; empty until the window holds min_requests requests."""
-        with self._lock:
-            if len(self._bins) < self.min_requests:
-                return {}
-            counts = {name: list(values) for name, values in self._counts.items()}
-        return {name: psi(self.reference.counts[name], counts[name]) for name in self.names}
+        n, counts = self.counts()
+        return scores_of(self.reference, n, counts, self.min_requests)
+
+
+def scores_of(
+    reference: Reference, n: int, counts: Mapping[str, Sequence[float]], min_requests: int
+) -> dict[str, float]:
+    """PSI per statistic of n requests' bin counts; empty below min_requests requests."""
+    if n < min_requests:
+        return {}
+    return {name: psi(reference.counts[name], counts[name]) for name in reference.names}
 
 
 @dataclass(frozen=True)

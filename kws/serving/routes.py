@@ -12,7 +12,8 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -27,6 +28,7 @@ ADMIN_TOKEN_ENV = "KWS_ADMIN_TOKEN"
 PREDICT_PATH = "/predict"
 PROTOCOL_BODY_FACTOR = 4  # JSON protocols carry base64 or float text: allow 4x the upload limit
 VERSION_KEY = "kws_model_version"
+WORKER_HEADER = "x-kws-worker"  # the pid of the worker process that answered
 
 
 class ORJSONResponse(JSONResponse):
@@ -92,8 +94,12 @@ def error(status: int, message: str) -> ORJSONResponse:
     return ORJSONResponse({"error": message}, status_code=status)
 
 
-def install(app: FastAPI, model: KwsModel) -> None:
-    """Add our routes, error handlers and middleware to KServe's app (before it starts)."""
+def install(app: FastAPI, model: KwsModel, worker: metrics.WorkerState | None = None) -> None:
+    """Add our routes, error handlers and middleware to KServe's app (before it starts).
+
+    With a worker state (several processes), /metrics aggregates all workers; it is added
+    before KServe's own /metrics, which only knows this process, so ours answers.
+    """
     app.add_middleware(ServiceMiddleware, model=model)
     app.router.on_startup.append(lambda: _drop_timing_middleware(app))
     app.add_exception_handler(InputRejected, _input_rejected)
@@ -128,11 +134,22 @@ def install(app: FastAPI, model: KwsModel) -> None:
         }
         return ORJSONResponse(body)
 
-    @app.post("/admin/reload", tags=["kws"], responses=_ERRORS, summary="Reload the model")
+    @app.post(
+        "/admin/reload",
+        tags=["kws"],
+        responses={**_ERRORS, 409: {"model": ErrorResponse, "description": "several workers"}},
+        summary="Reload the model",
+    )
     async def reload(request: Request) -> ORJSONResponse:
         denied = _check_token(request)
         if denied is not None:
             return denied
+        if worker is not None:  # it would reload this worker only: versions would differ
+            return error(
+                409,
+                "this server runs several workers and a reload reaches one of them: move the "
+                "registry alias instead (every worker follows it), or serve with --workers 1",
+            )
         uri = await _reload_target(request)
         if isinstance(uri, ORJSONResponse):
             return uri
@@ -157,6 +174,14 @@ def install(app: FastAPI, model: KwsModel) -> None:
         return ORJSONResponse(
             {"status": "reloaded", "previous": previous.to_dict(), "model": current.to_dict()}
         )
+
+    if worker is not None:
+        registry = metrics.multiprocess_registry(worker)
+
+        @app.get("/metrics", include_in_schema=False)
+        async def all_workers_metrics() -> Response:
+            body = await asyncio.to_thread(metrics.render, registry)
+            return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/noop", include_in_schema=False)
     async def noop() -> ORJSONResponse:
@@ -247,6 +272,7 @@ class ServiceMiddleware:
     def __init__(self, app: ASGIApp, model: KwsModel) -> None:
         self.app = app
         self.model = model
+        self.worker = (WORKER_HEADER.encode(), str(os.getpid()).encode())
 
     def limit(self, path: str) -> int:
         """Upload limit for a path: raw WAV on /predict, JSON-encoded audio elsewhere."""
@@ -263,6 +289,7 @@ class ServiceMiddleware:
         async def send_recording(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                message["headers"] = [*message.get("headers", ()), self.worker]
             await send(message)
 
         try:

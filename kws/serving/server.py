@@ -6,30 +6,13 @@ import logging
 import sys
 import threading
 import warnings
-from dataclasses import dataclass, field
 from typing import Any
 
-from kws.drift import DEFAULT_WINDOW
 from kws.inference import serve_single_threaded
-from kws.serving.decode import Limits
 from kws.serving.model import KwsModel
+from kws.serving.settings import ServeSettings
 
 log = logging.getLogger(__name__)
-DEFAULT_PORT = 8080
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    """Everything `kws serve` can set."""
-
-    model_uri: str
-    name: str = "kws"
-    port: int = DEFAULT_PORT
-    limits: Limits = field(default_factory=Limits)
-    poll_seconds: float = 30.0
-    num_threads: int | None = None
-    access_log: bool = False
-    drift_window: int = DEFAULT_WINDOW
 
 
 def import_kserve() -> Any:
@@ -79,7 +62,14 @@ class RegistryPoller(threading.Thread):
 
 
 def serve(settings: ServeSettings) -> None:
-    """Load the model and serve it until SIGINT/SIGTERM."""
+    """Load the model and serve it in this process until SIGINT/SIGTERM."""
+    model, server = prepare(settings)
+    log_start(model, settings)
+    server.start([model])
+
+
+def prepare(settings: ServeSettings, worker: Any = None) -> tuple[KwsModel, Any]:
+    """The loaded model with our routes on KServe's app and its ModelServer; the poller runs."""
     kserve = import_kserve()
     from kserve.model_server import app
 
@@ -89,9 +79,10 @@ def serve(settings: ServeSettings) -> None:
 
     serve_single_threaded()
     model = build_model(settings)
-    install(app, model)
+    install(app, model, worker)
     server = kserve.ModelServer(
         http_port=settings.port,
+        workers=1,  # several workers are ours (kws.serving.workers), not KServe's
         enable_grpc=False,
         enable_docs_url=False,  # /docs is ours, FastAPI's app was built without it
         enable_latency_logging=False,
@@ -104,8 +95,12 @@ def serve(settings: ServeSettings) -> None:
     logging.getLogger("kserve.trace").setLevel(logging.WARNING)  # one line per request
     if settings.poll_seconds > 0 and settings.model_uri.startswith("models:/"):
         RegistryPoller(model, settings.poll_seconds).start()
+    return model, server
+
+
+def log_start(model: KwsModel, settings: ServeSettings) -> None:
+    """One line: what is served, from where, on which port."""
     ref = model.snapshot().ref
     log.info(
         "serving %s v%s (%s) on port %d", ref.name, ref.version, settings.model_uri, settings.port
     )
-    server.start([model])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from kws.audio import decode, fit_length, load_clip
+from kws.audio import decode, fit_length, load_clip, pcm16_wav
 from kws.errors import AudioError
 from tests.helpers import tone, wav_bytes
 
@@ -88,3 +90,38 @@ def test_nan_samples_are_rejected() -> None:
 def test_missing_file_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(AudioError, match="no such file"):
         decode(tmp_path / "nope.wav")
+
+
+def _libsndfile(data: bytes) -> tuple[np.ndarray, int]:
+    import io
+
+    import soundfile as sf
+
+    wave, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    return wave.mean(axis=1).astype(np.float32), int(rate)
+
+
+def test_16_bit_pcm_is_read_without_libsndfile_and_gives_its_samples(fsdd_dir: Path) -> None:
+    import io
+
+    import soundfile as sf
+
+    noise = np.random.default_rng(1).uniform(-1, 1, (4000, 3)).astype(np.float32)
+    extensible = io.BytesIO()
+    sf.write(extensible, noise, 22050, format="WAV", subtype="PCM_16")
+    recordings = sorted((fsdd_dir / "recordings").glob("*.wav"))[::100]
+    cases = [path.read_bytes() for path in recordings]
+    cases += [wav_bytes(tone(0.3, 44100, channels=2), 44100), extensible.getvalue()]
+    for data in cases:
+        assert pcm16_wav(data) is not None
+        wave, rate = decode(data)
+        expected, expected_rate = _libsndfile(data)
+        assert rate == expected_rate and np.array_equal(wave, expected)
+
+
+def test_other_sample_formats_still_go_to_libsndfile() -> None:
+    for subtype in ("PCM_24", "FLOAT", "PCM_U8"):
+        data = wav_bytes(tone(0.2, 16000), 16000, subtype)
+        assert pcm16_wav(data) is None
+        wave, rate = decode(data)
+        assert rate == 16000 and np.array_equal(wave, _libsndfile(data)[0])

@@ -139,6 +139,7 @@ def test_the_predictor_is_our_image_serving_the_model_with_http_probes_and_safe_
         "$(KWS_MODEL_URI)",
     ]
     assert env["KWS_MODEL_URI"] == "models:/kws/2" and env["MLFLOW_TRACKING_URI"]
+    assert container["args"][-2:] == ["--workers", "1"]  # one per core of limits.cpu "1"
     assert container["ports"] == [{"name": "http1", "containerPort": 8080, "protocol": "TCP"}]
     assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
     assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8080}
@@ -321,6 +322,16 @@ def test_the_crd_validator_rejects_broken_objects(chart: helm_python.Chart) -> N
             helm_python.HelmValuesError,
             r"/versions/1/name",
         ),
+        (
+            lambda v: v.update(server={"workers": 3}, resources={"limits": {"cpu": "2"}}),
+            helm_python.HelmRenderError,
+            r"server.workers: 3 workers on a CPU limit of 2: one worker per core at most",
+        ),
+        (
+            lambda v: v.update(server={"workers": 2}, resources={"limits": {"cpu": "900m"}}),
+            helm_python.HelmRenderError,
+            r"server.workers: 2 workers on a CPU limit of 900m",
+        ),
     ],
 )
 def test_bad_values_are_rejected_with_helms_error(
@@ -333,6 +344,17 @@ def test_bad_values_are_rejected_with_helms_error(
     if error is helm_python.HelmValuesError:  # helm lint runs templates in lint mode: `fail`
         report = helm_python.lint(CHART, values, strict=True)  # is logged there, not raised
         assert re.search(message, "\n".join(report["errors"]), re.S)
+
+
+def test_workers_fill_the_cpu_limit_and_no_more(chart: helm_python.Chart) -> None:
+    values = step_values("canary-90-10.yaml")
+    values.update(
+        server={"workers": 2}, resources={"limits": {"cpu": "2"}, "requests": {"cpu": "2"}}
+    )
+    for service in by_kind(render(chart, values), "InferenceService"):
+        (container,) = service["spec"]["predictor"]["containers"]
+        assert container["args"][-2:] == ["--workers", "2"]
+        assert container["resources"]["limits"]["cpu"] == "2"
 
 
 def test_kws_deploy_rejects_the_same_bad_values() -> None:

@@ -39,6 +39,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas) -}}
 {{- fail "autoscaling: minReplicas is greater than maxReplicas" -}}
 {{- end -}}
+{{- $cpu := toString (dig "limits" "cpu" "" (.Values.resources | default dict)) -}}
+{{- if $cpu -}}
+{{- $cores := ternary (divf (trimSuffix "m" $cpu | float64) 1000) (float64 $cpu) (hasSuffix "m" $cpu) -}}
+{{- if gt (float64 (.Values.server.workers | default 1)) (ceil $cores) -}}
+{{- fail (printf "server.workers: %v workers on a CPU limit of %s: one worker per core at most (raise resources.limits.cpu)" .Values.server.workers $cpu) -}}
+{{- end -}}
+{{- end -}}
 {{- end }}
 
 {{/* The predictor pod spec fields of one version: (dict "root" $ "version" $v "knative" bool). */}}
@@ -68,7 +75,7 @@ containers:
     image: {{ $v.image | default (printf "%s:%s" $values.image.repository $values.image.tag) | quote }}
     imagePullPolicy: {{ $values.image.pullPolicy }}
     command: ["kws"]
-    args: ["serve", "--model", "$(KWS_MODEL_URI)", "--port", "8080", "--threads", {{ $values.server.threads | quote }}]
+    args: ["serve", "--model", "$(KWS_MODEL_URI)", "--port", "8080", "--threads", {{ $values.server.threads | quote }}, "--workers", {{ $values.server.workers | default 1 | quote }}]
     env:
       - name: KWS_MODEL_URI
         value: {{ $modelPath | quote }}
