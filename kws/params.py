@@ -112,7 +112,7 @@ class ModelParams:
     dropout: float = 0.1
     width: int = 64
     fine_tune: int = 0  # speech_embedding: train its last this-many convolutions too
-    pooling: str = "mean_max"  # speech_embedding: mean_max | attention (learned weights)
+    pooling: str = "attention"  # speech_embedding: mean_max | attention (learned weights)
 
 
 @dataclass(frozen=True)
