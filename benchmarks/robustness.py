@@ -11,6 +11,9 @@ same corrupted clips):
 - reverberation: a synthetic room impulse response (direct path, then exponentially
   decaying Gaussian noise with RT60 0.3 s and 0.6 s, tail energy equal to the direct path's).
 
+Last row: the clean clips through the TFLite graph `kws export` ships (export.quantization),
+so the float and quantised accuracy come from the same fold models.
+
 Usage (from the repo root):
   python benchmarks/robustness.py --source /path/to/fsdd [--set key=value ...]
       [--overlay FILE] [--name NAME] [--compare NAME] [--speaker S ...]
@@ -42,9 +45,11 @@ from kws.corruption import (
     telephone,
 )
 from kws.cv import speaker_folds
-from kws.data.features import clips_of
+from kws.data.features import FeatureSet, clips_of
 from kws.evaluate import fit_and_score
+from kws.export import representative_rows, to_tflite
 from kws.features import log_mel_batch
+from kws.inference import Predictor
 from kws.params import Params, PathParams, resolve_params
 
 Corruption = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -86,6 +91,18 @@ def corrupted_accuracy(
     return float(np.mean(predicted == y)), saturated
 
 
+def exported_accuracy(
+    model, fold: FeatureSet, y: np.ndarray, labels: list[str], params: Params
+) -> float:
+    """Clean accuracy of the model as `kws export` ships it (export.quantization, TFLite)."""
+    x_train, _ = fold.split("train")
+    x_test, _ = fold.split("test")
+    calibration = representative_rows(x_train, params.export.representative_clips, params.seed)
+    graph = to_tflite(model, params.export.quantization, calibration)
+    predictor = Predictor(graph, labels, params.features, num_threads=1)
+    return float(np.mean(predictor.probabilities(x_test).argmax(axis=1) == y))
+
+
 def run(params: Params, speakers: list[str]) -> dict[str, object]:
     """Train every fold once; score its held-out speaker under every condition."""
     folds = speaker_folds(params)
@@ -108,7 +125,15 @@ def run(params: Params, speakers: list[str]) -> dict[str, object]:
             )
             accuracy[name][speaker] = round(acc, 4)
             saturated[name] = max(saturated.get(name, 0.0), round(sat, 4))
-        print(f"{speaker}: clean {accuracy['clean'][speaker]:.4f}", flush=True)
+        exported = f"clean, TFLite {params.export.quantization}"
+        accuracy.setdefault(exported, {})[speaker] = round(
+            exported_accuracy(fitted.result.model, fold, y, folds.labels, params), 4
+        )
+        print(
+            f"{speaker}: clean {accuracy['clean'][speaker]:.4f}, "
+            f"{exported} {accuracy[exported][speaker]:.4f}",
+            flush=True,
+        )
     summary = {
         name: {
             "mean": round(float(np.mean(list(by_speaker.values()))), 4),
@@ -136,8 +161,13 @@ def table(result: dict[str, object], before: dict[str, object] | None) -> str:
     for name, by_speaker in accuracy.items():
         cells = [name, f"{summary[name]['mean']:.4f}", f"{summary[name]['min']:.4f}"]
         if before:
-            old = before["conditions"][name]["mean"]  # type: ignore[index]
-            cells += [f"{old:.4f}", f"{summary[name]['mean'] - old:+.4f}"]
+            earlier = before["conditions"].get(name)  # type: ignore[attr-defined]
+            old = earlier["mean"] if earlier else None
+            cells += (
+                [f"{old:.4f}", f"{summary[name]['mean'] - old:+.4f}"]
+                if old is not None
+                else ["", ""]
+            )
         cells += [f"{by_speaker[s]:.4f}" for s in speakers]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)

@@ -218,13 +218,40 @@ def _speech_embedding_model(
         norm.adapt(keras.Model(inputs, embeddings).predict(train_x[..., np.newaxis], verbose=0))
     x = norm(embeddings)
     x = layers.Concatenate(name="pooled")(
-        [layers.GlobalAveragePooling1D()(x), layers.GlobalMaxPooling1D()(x)]
+        [_embedding_mean(x, p.pooling), layers.GlobalMaxPooling1D()(x)]
     )
     x = layers.Dropout(0.3)(x)
     x = layers.Dense(p.width, activation="relu")(x)
     x = layers.Dropout(p.dropout)(x)
     outputs = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="speech_embedding")
+
+
+POOLINGS = ("mean_max", "attention")
+
+
+def _embedding_mean(x, pooling: str):
+    """The mean over time of the embeddings: plain, or weighted by a learned score of each."""
+    from keras import layers
+
+    if pooling == "mean_max":
+        return layers.GlobalAveragePooling1D()(x)
+    if pooling != "attention":
+        raise ParamsError(f"unknown model.pooling {pooling!r} (choose from {', '.join(POOLINGS)})")
+    scores = layers.Dense(1, name="attention_score")(x)  # (batch, windows, 1)
+    weights = layers.Softmax(axis=1, name="attention_weights")(scores)
+    weighted = layers.Dot(axes=1, name="attention_mean")([weights, x])  # (batch, 1, 96)
+    return layers.Flatten(name="attention_pooled")(weighted)
+
+
+def unfreeze_embedding_convolutions(model: keras.Model, n: int) -> int:
+    """Make the last n convolutions of a speech-embedding model trainable; how many it has."""
+    convs = [layer for layer in model.layers if layer.name.startswith("embedding_conv")]
+    if not convs:
+        raise ParamsError("model.fine_tune needs model.architecture speech_embedding")
+    for layer in convs[len(convs) - n :] if n > 0 else []:
+        layer.trainable = True
+    return len(convs)
 
 
 def _embedding_backbone(

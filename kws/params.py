@@ -112,6 +112,7 @@ class ModelParams:
     dropout: float = 0.1
     width: int = 64
     fine_tune: int = 0  # speech_embedding: train its last this-many convolutions too
+    pooling: str = "attention"  # speech_embedding: mean_max | attention (learned weights)
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,10 @@ class TrainParams:
     lr_schedule: str = "cosine"  # constant | cosine
     label_smoothing: float = 0.1
     mixup: float = 0.0  # >0: mix pairs of augmented examples, weight ~ Beta(mixup, mixup)
+    # >0: model.fine_tune's convolutions stay frozen for the `epochs` above, then train
+    # (with the head) for this many more epochs at learning_rate * fine_tune_lr_scale
+    fine_tune_epochs: int = 0
+    fine_tune_lr_scale: float = 0.1
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ import numpy as np
 from kws.augment import augmented_batches
 from kws.data.features import FeatureSet, clips_of
 from kws.errors import DataError, ParamsError
-from kws.model import build_model, load_keras_model
+from kws.model import build_model, load_keras_model, unfreeze_embedding_convolutions
 from kws.params import Params, TrainParams
 
 if TYPE_CHECKING:
@@ -92,7 +93,6 @@ def train(
     With a val split, early-stop on val accuracy and keep the best weights; without
     one (leave-one-speaker-out folds), run the full schedule.
     """
-    import keras
 
     set_seed(params.seed)
     t = params.train
@@ -100,7 +100,11 @@ def train(
     x_val, y_val = features.split("val")
     if len(x_train) == 0:
         raise DataError("the train split is empty")
-    model = build_model(params.model, x_train.shape[1:3], len(labels), x_train)
+    two_phase = t.fine_tune_epochs > 0 and params.model.fine_tune > 0
+    # two phases: the head learns on the frozen stack first, so the convolutions are only
+    # fine-tuned (at a lower rate) once the gradients reaching them make sense
+    first = dataclasses.replace(params.model, fine_tune=0) if two_phase else params.model
+    model = build_model(first, x_train.shape[1:3], len(labels), x_train)
     y_train_1h = _one_hot(encode(y_train, labels), len(labels))
     if params.augment.enabled:
         clips = clips_of(
@@ -113,17 +117,55 @@ def train(
         data = x_train[..., np.newaxis]
         fit_args = {"y": y_train_1h, "batch_size": t.batch_size, "shuffle": True}
         steps = int(np.ceil(len(x_train) / t.batch_size))
-    model.compile(
-        optimizer=keras.optimizers.Adam(_learning_rate(t, steps)),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
-        metrics=["accuracy"],
-    )
-    extra: list[Any] = [progress_callback(t.epochs), *callbacks]
     if len(x_val):
         fit_args["validation_data"] = (
             x_val[..., np.newaxis],
             _one_hot(encode(y_val, labels), len(labels)),
         )
+    start = time.perf_counter()
+    try:
+        history = _fit(model, data, t, t.learning_rate, t.epochs, steps, callbacks, fit_args)
+        if two_phase:
+            unfreeze_embedding_convolutions(model, params.model.fine_tune)
+            tuned = _fit(
+                model,
+                data,
+                t,
+                t.learning_rate * t.fine_tune_lr_scale,
+                t.fine_tune_epochs,
+                steps,
+                callbacks,
+                fit_args,
+            )
+            history = {k: history.get(k, []) + tuned.get(k, []) for k in {**history, **tuned}}
+    finally:
+        if hasattr(data, "close"):
+            data.close()
+    monitored = history.get("val_accuracy") or history["accuracy"]
+    best = int(np.argmax(monitored)) + 1 if len(x_val) else len(monitored)
+    return TrainResult(model, list(labels), history, time.perf_counter() - start, best)
+
+
+def _fit(
+    model: keras.Model,
+    data: Any,
+    t: TrainParams,
+    learning_rate: float,
+    epochs: int,
+    steps: int,
+    callbacks: Sequence[Any],
+    fit_args: dict[str, Any],
+) -> dict[str, list[float]]:
+    """Compile (so changed trainable flags count) and fit for epochs; the history."""
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(_learning_rate(t, steps, learning_rate, epochs)),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
+        metrics=["accuracy"],
+    )
+    extra: list[Any] = [progress_callback(epochs), *callbacks]
+    if "validation_data" in fit_args:
         extra.insert(
             0,
             keras.callbacks.EarlyStopping(
@@ -132,30 +174,22 @@ def train(
                 restore_best_weights=True,
             ),
         )
-    start = time.perf_counter()
-    try:
-        fit = model.fit(data, epochs=t.epochs, callbacks=extra, verbose=0, **fit_args)
-    finally:
-        if hasattr(data, "close"):
-            data.close()
-    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
-    monitored = history.get("val_accuracy") or history["accuracy"]
-    best = int(np.argmax(monitored)) + 1 if len(x_val) else len(monitored)
-    return TrainResult(model, list(labels), history, time.perf_counter() - start, best)
+    fit = model.fit(data, epochs=epochs, callbacks=extra, verbose=0, **fit_args)
+    return {k: [float(v) for v in vals] for k, vals in fit.history.items()}
 
 
 def _one_hot(indices: np.ndarray, n_classes: int) -> np.ndarray:
     return np.eye(n_classes, dtype=np.float32)[indices]
 
 
-def _learning_rate(t: TrainParams, steps_per_epoch: int) -> Any:
+def _learning_rate(t: TrainParams, steps_per_epoch: int, peak: float, epochs: int) -> Any:
     import keras
 
     if t.lr_schedule == "constant":
-        return t.learning_rate
+        return peak
     if t.lr_schedule == "cosine":
         return keras.optimizers.schedules.CosineDecay(
-            t.learning_rate, decay_steps=max(1, t.epochs * steps_per_epoch), alpha=0.01
+            peak, decay_steps=max(1, epochs * steps_per_epoch), alpha=0.01
         )
     raise ParamsError(f"unknown train.lr_schedule {t.lr_schedule!r} (constant, cosine)")
 
