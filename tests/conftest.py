@@ -78,3 +78,12 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory, fsdd_dir: Path) -> Pa
     )
     run_stages(project)
     return project
+
+
+@pytest.fixture(scope="session")
+def sample(tiny_project: Path) -> bytes:
+    """A real FSDD recording of the tiny project (8 kHz, 16-bit mono)."""
+    import csv
+
+    with (tiny_project / "data/prepared/manifest.csv").open() as f:
+        return (tiny_project / next(csv.DictReader(f))["path"]).read_bytes()  # may be relative

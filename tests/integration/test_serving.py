@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -36,11 +37,14 @@ class Server:
         return self.process.poll() is None and self.client.get("/v2/health/live").status_code == 200
 
 
-@pytest.fixture(scope="module")
-def server(tiny_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """`kws serve --model models:/kws@champion` on a free port, polling the registry every 0.5 s."""
-    project = tmp_path_factory.mktemp("serving") / "project"
-    shutil.copytree(tiny_project, project)  # the hot-swap test registers and promotes here
+@contextmanager
+def champion_server(
+    tiny_project: Path, folder: Path, env: dict[str, str]
+) -> Iterator[tuple[str, Path, subprocess.Popen]]:
+    """`kws serve --model models:/kws@champion` on a free port in a copy of the project,
+    polling the registry every 0.5 s: (its URL, the project copy, the process)."""
+    project = folder / "project"
+    shutil.copytree(tiny_project, project)  # the hot-swap tests register and promote here
     port = free_port()
     kws = str(Path(sys.executable).with_name("kws"))
     log = (project / "serve.log").open("w")
@@ -49,25 +53,24 @@ def server(tiny_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         cwd=project,
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**hermetic_environment(), "KWS_ADMIN_TOKEN": TOKEN},
+        env={**hermetic_environment(), **env},
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{url}/v2/health/ready", process)
-        yield Server(url, project, process)
+        yield url, project, process
     finally:
         stop(process)
         log.close()
 
 
 @pytest.fixture(scope="module")
-def sample(tiny_project: Path) -> bytes:
-    """A real FSDD recording (8 kHz, 16-bit mono)."""
-    import csv
-
-    with (tiny_project / "data/prepared/manifest.csv").open() as f:
-        return (tiny_project / next(csv.DictReader(f))["path"]).read_bytes()  # may be relative
+def server(tiny_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The champion served by one process, with an admin token."""
+    folder = tmp_path_factory.mktemp("serving")
+    with champion_server(tiny_project, folder, {"KWS_ADMIN_TOKEN": TOKEN}) as running:
+        yield Server(*running)
 
 
 def test_predict_takes_a_multipart_file_and_names_the_model_version(

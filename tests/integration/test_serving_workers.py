@@ -5,10 +5,8 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import hermetic_environment, run_kws
-from tests.integration.test_mlflow import free_port, stop, wait_for
+from tests.conftest import run_kws
+from tests.integration.test_serving import champion_server
 
 pytestmark = pytest.mark.slow
 PREDICTS = 60  # above the drift window's minimum fill (50), so the scores are numbers
@@ -47,40 +45,16 @@ class Workers:
 
 @pytest.fixture(scope="module")
 def workers(tiny_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
-    project = tmp_path_factory.mktemp("workers") / "project"
-    shutil.copytree(tiny_project, project)  # the hot-swap test registers and promotes here
-    metrics = project / "prometheus"
-    port = free_port()
-    kws = str(Path(sys.executable).with_name("kws"))
-    log = (project / "serve.log").open("w")
-    process = subprocess.Popen(
-        [kws, "serve", "--model", "models:/kws@champion", "--port", str(port), "--poll", "0.5"],
-        cwd=project,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={
-            **hermetic_environment(),
-            "KWS_SERVE_WORKERS": "2",
-            "KWS_ADMIN_TOKEN": "token",
-            "PROMETHEUS_MULTIPROC_DIR": str(metrics),
-        },
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(f"{url}/v2/health/ready", process)
+    """The champion served by two workers, their metrics in a multiprocess folder."""
+    folder = tmp_path_factory.mktemp("workers")
+    metrics = folder / "project" / "prometheus"
+    env = {
+        "KWS_SERVE_WORKERS": "2",
+        "KWS_ADMIN_TOKEN": "token",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+    }
+    with champion_server(tiny_project, folder, env) as (url, project, process):
         yield Workers(url, project, process, metrics)
-    finally:
-        stop(process)
-        log.close()
-
-
-@pytest.fixture(scope="module")
-def sample(tiny_project: Path) -> bytes:
-    import csv
-
-    with (tiny_project / "data/prepared/manifest.csv").open() as f:
-        return (tiny_project / next(csv.DictReader(f))["path"]).read_bytes()
 
 
 def metric_lines(text: str, name: str) -> list[str]:
