@@ -112,20 +112,21 @@ THRESHOLDS = {
 
 def input_statistics(wave: np.ndarray, rate: int) -> dict[str, float]:
     """Duration, RMS level, spectral centroid and flatness of a mono waveform at its own rate."""
-    samples = np.asarray(wave, dtype=np.float64).reshape(-1)
-    power = np.abs(np.fft.rfft(samples)) ** 2
-    frequencies = np.fft.rfftfreq(samples.size, 1.0 / rate)
+    samples = np.asarray(wave, dtype=np.float32).reshape(-1)  # float32: half the FFT's time
+    spectrum = np.fft.rfft(samples)
+    power = np.square(spectrum.real, dtype=np.float64) + np.square(spectrum.imag, dtype=np.float64)
     total = float(power.sum())
-    rms = math.sqrt(float(np.mean(np.square(samples)))) if samples.size else 0.0
+    rms = math.sqrt(float(np.dot(samples, samples)) / samples.size) if samples.size else 0.0
     tiny = 1e-20  # digital silence: a finite, very low level instead of -inf
+    hz_per_bin = rate / samples.size if samples.size else 0.0
+    centroid = float(power @ np.arange(power.size)) * hz_per_bin / total if total > 0 else 0.0
+    geometric_mean = math.exp(float(np.mean(np.log(power + tiny))))
     return {
         "duration_seconds": samples.size / rate,
         "rms_dbfs": 20 * math.log10(max(rms, 1e-10)),
-        "spectral_centroid_hz": float((power * frequencies).sum() / total) if total > 0 else 0.0,
+        "spectral_centroid_hz": centroid,
         "spectral_flatness_db": 10
-        * math.log10(
-            max(float(np.exp(np.mean(np.log(power + tiny)))) / (float(power.mean()) + tiny), tiny)
-        ),
+        * math.log10(max(geometric_mean / (float(power.mean()) + tiny), tiny)),
     }
 
 

@@ -114,9 +114,10 @@ def log_mel_batch(clips: np.ndarray, fp: FeatureParams, chunk: int = 256) -> np.
         padded = np.pad(batch, ((0, 0), (half, half))) if half else batch
         frames = np.lib.stride_tricks.sliding_window_view(padded, fp.n_fft, axis=1)
         frames = frames[:, :: fp.hop_length, start:stop]  # the samples the window keeps
-        spectra = frames.reshape(-1, stop - start) @ dft  # real parts, then imaginary parts
-        power = np.square(spectra[:, :bins]) + np.square(spectra[:, bins:])
-        mel = (power @ mel_t).reshape(frames.shape[0], frames.shape[1], -1)
+        sounding = _sounding_frames(padded, fp.hop_length, frames.shape[1], start, stop)
+        spectra = frames[sounding] @ dft  # real parts, then imaginary parts
+        mel = np.zeros((*frames.shape[:2], mel_t.shape[1]), dtype=np.float32)
+        mel[sounding] = (np.square(spectra[:, :bins]) + np.square(spectra[:, bins:])) @ mel_t
         out.append(log_scale(mel, fp))
     feats = np.concatenate(out).astype(np.float32)
     if fp.lifter > 0:
@@ -128,6 +129,22 @@ def log_mel_batch(clips: np.ndarray, fp: FeatureParams, chunk: int = 256) -> np.
     return (
         np.stack([normalize(f, fp.normalize) for f in feats]) if fp.normalize != "none" else feats
     )
+
+
+def _sounding_frames(
+    padded: np.ndarray, hop: int, n_frames: int, start: int, stop: int
+) -> np.ndarray:
+    """Which frames (clips, frames) reach from a clip's first to its last non-zero sample.
+
+    A clip is mostly the zero padding around a short word (two thirds of a 1.5 s clip of
+    an FSDD digit): frames of that padding have exactly zero spectra, so are not transformed.
+    """
+    nonzero = padded != 0
+    first = nonzero.argmax(axis=1)[:, np.newaxis]
+    last = padded.shape[1] - 1 - nonzero[:, ::-1].argmax(axis=1)[:, np.newaxis]
+    offsets = np.arange(n_frames) * hop
+    reach = (offsets + start <= last) & (offsets + stop - 1 >= first)
+    return reach & nonzero.any(axis=1)[:, np.newaxis]
 
 
 DB_AMIN = 1e-10

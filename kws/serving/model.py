@@ -24,17 +24,21 @@ log = logging.getLogger(__name__)
 def classify(served: LoadedModel, clip: Clip, limits: Limits) -> Prediction:
     """One checked clip through the served model, with input, prediction and drift metrics."""
     wave, rate = decode.checked(clip, limits)
-    metrics.observe_input(
-        wave.size / rate, float(np.sqrt(np.mean(np.square(wave, dtype=np.float64))))
-    )
+    statistics = input_statistics(wave, rate)
+    metrics.observe_input(statistics["duration_seconds"], rms_of(statistics))
     try:
         prediction = served.predictor.predict(wave, rate)
     except KwsError as exc:
         raise InputRejected(str(exc)) from exc
     metrics.observe_prediction(prediction.label, prediction.confidence, served.ref.version)
     if served.drift is not None:
-        served.drift.add(input_statistics(wave, rate), prediction.confidence, prediction.label)
+        served.drift.add(statistics, prediction.confidence, prediction.label)
     return prediction
+
+
+def rms_of(statistics: dict[str, float]) -> float:
+    """The linear RMS level (full scale 1) of a clip's input statistics."""
+    return float(10 ** (statistics["rms_dbfs"] / 20))
 
 
 class KwsModel(Model):

@@ -20,12 +20,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kws.errors import KwsError
-from kws.serving import decode, metrics
+from kws.serving import decode, metrics, multipart
 from kws.serving.decode import InputRejected
 from kws.serving.model import KwsModel, classify
 
 ADMIN_TOKEN_ENV = "KWS_ADMIN_TOKEN"
 PREDICT_PATH = "/predict"
+UPLOAD_FIELD = "file"  # the multipart field /predict reads the WAV from
 PROTOCOL_BODY_FACTOR = 4  # JSON protocols carry base64 or float text: allow 4x the upload limit
 VERSION_KEY = "kws_model_version"
 WORKER_HEADER = "x-kws-worker"  # the pid of the worker process that answered
@@ -207,13 +208,17 @@ def _drop_timing_middleware(app: FastAPI) -> None:
 
 async def _upload(request: Request) -> bytes | ORJSONResponse:
     """The WAV bytes of a /predict request, or the error response."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";")[0].strip().lower()
     if media == "multipart/form-data":
-        try:
+        upload_bytes = multipart.file_field(await request.body(), content_type, UPLOAD_FIELD)
+        if upload_bytes is not None:
+            return upload_bytes
+        try:  # anything else, on the body read above: Starlette's general form parser
             form = await request.form(max_files=1, max_fields=8)
         except Exception as exc:  # starlette raises HTTPException or MultiPartException
             return error(400, f"malformed multipart body ({getattr(exc, 'detail', exc)})")
-        upload = form.get("file")
+        upload = form.get(UPLOAD_FIELD)
         if not isinstance(upload, UploadFile):
             return error(422, "multipart upload needs a file in the field 'file'")
         return await upload.read()
