@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import soundfile as sf
@@ -73,3 +76,13 @@ def write_params(project: Path, **sections: dict) -> Path:
 LN_FRONT_END = FeatureParams(
     clip_seconds=1.0, n_mels=40, fmin=20.0, fmax=4000.0, center=True, scale="ln"
 )
+
+
+def load_script(relative: str, name: str) -> ModuleType:
+    """Import a script of the repository that is not in a package (docs/, benchmarks/)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / relative)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module

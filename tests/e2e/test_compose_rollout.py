@@ -8,38 +8,25 @@ moment `serve` is up until the last step, across the tests of this module, in fi
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
 from tests.e2e.support import BASE_IMAGE, IMAGE_TAG
-from tests.helpers import REPO
+from tests.helpers import REPO, load_script
 
 PROJECT = "kws-e2e-rollout"  # never the user's own `kws` stack
 ANSWERS_PER_STEP = 300
 
 
-def load_story() -> ModuleType:
-    path = REPO / "docs/proofs/compose_rollout.py"
-    spec = importlib.util.spec_from_file_location("compose_rollout", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["compose_rollout"] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
-
-
-story = load_story()
+story = load_script("docs/proofs/compose_rollout.py", "compose_rollout")
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +59,9 @@ def test_the_train_profile_registered_two_versions_through_the_s3_backed_mlflow(
     client = MlflowClient(tracking_uri=f"http://127.0.0.1:{settings['MLFLOW_PORT']}")
     versions = client.search_model_versions("name='kws'")
     assert sorted(v.version for v in versions) == ["1", "2"]
-    assert all(v.source.startswith(("models:/", "mlflow-artifacts:/", "s3://")) for v in versions)
+    assert all(
+        (v.source or "").startswith(("models:/", "mlflow-artifacts:/", "s3://")) for v in versions
+    )
     health = served.compose("ps", "--format", "{{.Service}} {{.Health}}").split("\n")
     assert {"predictor-v1 healthy", "predictor-v2 healthy", "gateway healthy"} <= set(health)
 

@@ -7,30 +7,18 @@ hold even on errors and Ctrl-C.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, load_script
 
-
-def load_capture() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("capture", REPO / "docs/captures/capture.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["capture"] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
-
-
-capture = load_capture()
+capture = load_script("docs/captures/capture.py", "capture")
 
 
 def run(
