@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -11,9 +12,12 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from kws.params import Params
 
 RESULTS = Path(__file__).parent / "results"
 SIMD_FLAGS = {"sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "amx_int8"}
@@ -109,3 +113,29 @@ def interleaved_ms(
         }
         for name, t in times.items()
     }
+
+
+def add_params_arguments(parser: argparse.ArgumentParser, source: bool = False) -> None:
+    """--params, --overlay, --set and --speaker (and --source), as the accuracy benchmarks
+    take them."""
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--overlay", type=Path, action="append", default=[])
+    parser.add_argument("--set", dest="sets", action="append", default=[])
+    parser.add_argument("--speaker", action="append", default=[])
+    if source:
+        parser.add_argument("--source", type=Path, help="a local FSDD copy (else KWS_FSDD_SOURCE)")
+
+
+def params_of(args: argparse.Namespace) -> Params:
+    """The params the arguments name, reading FSDD from --source when given."""
+    from kws.params import resolve_params
+
+    params = resolve_params(args.params, args.sets, args.overlay)
+    if getattr(args, "source", None):
+        params = params.replace(data={"fsdd_source": str(args.source.resolve())})
+    return params
+
+
+def params_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The overlays and --set values of a run, for its results file."""
+    return {"overlays": [str(o) for o in args.overlay], "sets": args.sets}

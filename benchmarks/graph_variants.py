@@ -28,13 +28,23 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import INVOKES_PER_ROUND, RESULTS, ROUNDS, interleaved_ms, load_average, record
+from _common import (
+    INVOKES_PER_ROUND,
+    RESULTS,
+    ROUNDS,
+    add_params_arguments,
+    interleaved_ms,
+    load_average,
+    params_config,
+    params_of,
+    record,
+)
 
 from kws.cv import speaker_folds
 from kws.evaluate import fit_and_score
 from kws.export import QUANTIZATIONS, representative_rows, to_tflite
 from kws.inference import Predictor
-from kws.params import Params, PathParams, resolve_params
+from kws.params import Params, PathParams
 from kws.pretrained import embedding_frames
 
 
@@ -110,18 +120,12 @@ def table(results: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--overlay", type=Path, action="append", default=[])
-    parser.add_argument("--set", dest="sets", action="append", default=[])
-    parser.add_argument("--speaker", action="append", default=[])
+    add_params_arguments(parser, source=True)
     parser.add_argument("--clip-seconds", type=float, nargs="+", default=[1.5, 1.0])
-    parser.add_argument("--source", type=Path, help="a local FSDD copy (else KWS_FSDD_SOURCE)")
     parser.add_argument("--name", default="graph_variants")
     args = parser.parse_args()
     start_load = load_average()
-    params = resolve_params(args.params, args.sets, args.overlay)
-    if args.source:
-        params = params.replace(data={"fsdd_source": str(args.source.resolve())})
+    params = params_of(args)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         paths = {k: str(Path(tmp) / v) for k, v in PathParams().__dict__.items()}
@@ -136,7 +140,7 @@ def main() -> None:
             )
     figures = {
         "load_average_at_start": start_load,
-        "config": {"overlays": [str(o) for o in args.overlay], "sets": args.sets},
+        "config": params_config(args),
         "params_hash": params.digest(),
         "results": results,
     }

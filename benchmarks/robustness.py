@@ -34,7 +34,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, load_average, record
+from _common import RESULTS, add_params_arguments, load_average, params_config, params_of, record
 
 from kws.corruption import (
     add_noise,
@@ -50,7 +50,7 @@ from kws.evaluate import fit_and_score
 from kws.export import representative_rows, to_tflite
 from kws.features import log_mel_batch
 from kws.inference import Predictor
-from kws.params import Params, PathParams, resolve_params
+from kws.params import Params, PathParams
 
 Corruption = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 RT60S = (0.3, 0.6)
@@ -175,18 +175,12 @@ def table(result: dict[str, object], before: dict[str, object] | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--overlay", type=Path, action="append", default=[])
-    parser.add_argument("--set", dest="sets", action="append", default=[])
-    parser.add_argument("--speaker", action="append", default=[])
-    parser.add_argument("--source", type=Path, help="a local FSDD copy (else KWS_FSDD_SOURCE)")
+    add_params_arguments(parser, source=True)
     parser.add_argument("--name", default="robustness")
     parser.add_argument("--compare", help="an earlier result of this benchmark (its --name)")
     args = parser.parse_args()
     start_load = load_average()
-    params = resolve_params(args.params, args.sets, args.overlay)
-    if args.source:
-        params = params.replace(data={"fsdd_source": str(args.source.resolve())})
+    params = params_of(args)
     before = json.loads((RESULTS / f"{args.compare}.json").read_text()) if args.compare else None
     with tempfile.TemporaryDirectory() as tmp:
         paths = {k: str(Path(tmp) / v) for k, v in PathParams().__dict__.items()}
@@ -198,7 +192,7 @@ def main() -> None:
         result = run(params, args.speaker)
     figures = {
         "load_average_at_start": start_load,
-        "config": {"overlays": [str(o) for o in args.overlay], "sets": args.sets},
+        "config": params_config(args),
         "params_hash": params.digest(),
         "compared_with": args.compare,
         **result,

@@ -20,13 +20,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, record
+from _common import RESULTS, add_params_arguments, params_config, params_of, record
 
 from kws.cv import cross_validate
 from kws.data import fetch, prepare
@@ -35,7 +36,7 @@ from kws.evaluate import fit_and_score
 from kws.export import export_package, representative_rows
 from kws.features import features_of_waveform
 from kws.inference import Predictor
-from kws.params import Params, PathParams, resolve_params
+from kws.params import Params, PathParams
 
 
 def _timed_ms(call: Callable[[], object], runs: int) -> dict[str, float]:
@@ -71,7 +72,7 @@ def front_end_latency_ms(package: Path, runs: int = 500) -> dict[str, float]:
     return _timed_ms(lambda: features_of_waveform(wave, 16000, predictor.features), runs)
 
 
-def full_training(params: Params, tmp: Path) -> dict[str, object]:
+def full_training(params: Params, tmp: Path) -> dict[str, Any]:
     """Train on the default split from scratch (features included), export, measure."""
     start = time.perf_counter()
     fetch(params)
@@ -107,14 +108,11 @@ def full_training(params: Params, tmp: Path) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--overlay", type=Path, action="append", default=[])
-    parser.add_argument("--set", dest="sets", action="append", default=[])
-    parser.add_argument("--speaker", action="append", default=[])
+    add_params_arguments(parser)
     parser.add_argument("--name", default="speaker_cv")
     parser.add_argument("--skip-full", action="store_true", help="only the CV")
     args = parser.parse_args()
-    params = resolve_params(args.params, args.sets, args.overlay)
+    params = params_of(args)
     with tempfile.TemporaryDirectory() as tmp:
         paths = PathParams(**{k: str(Path(tmp) / v) for k, v in PathParams().__dict__.items()})
         params = params.replace(paths=paths, registry={"register": False})
@@ -122,8 +120,7 @@ def main() -> None:
         full = {} if args.skip_full else full_training(params, Path(tmp))
     figures = {
         "config": {
-            "overlays": [str(o) for o in args.overlay],
-            "sets": args.sets,
+            **params_config(args),
             "params_hash": params.digest(),
         },
         **cv,
@@ -131,7 +128,7 @@ def main() -> None:
     }
     limits = ""
     if full:
-        latency = full["tflite_latency_ms"]["median"]  # type: ignore[index]
+        latency = full["tflite_latency_ms"]["median"]
         limits = (
             f"\n\nLimits: parameters {full['parameters']:,} (≤ 500,000), TFLite "
             f"{full['tflite_bytes'] / 1e6:.2f} MB (≤ 2 MB), TFLite latency {latency} ms "
