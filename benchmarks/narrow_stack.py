@@ -58,7 +58,7 @@ from kws.export import to_tflite
 from kws.features import log_mel_batch
 from kws.params import Params, PathParams, resolve_params
 from kws.pretrained import EMBEDDING_SIZE, LAYOUT, conv_weights
-from kws.train import set_seed, train
+from kws.train import TrainResult, set_seed, train
 
 if TYPE_CHECKING:
     import keras
@@ -229,10 +229,18 @@ def one_fold(
     with student_stack(layout, stack_weights(student_embed)):
         student = train(fold, labels, params, cache_dir=cache)
     student_keras = score(student.model, fold, labels, "test")
+    models = {"teacher": teacher.result.model, "student": student.model}
+    tuned_figures: dict[str, Any] = {}
+    if args.fine_tune_epochs > 0:
+        tuned = fine_tuned_student(fold, labels, params, layout, student_embed, args, cache)
+        models["student_tuned"] = tuned.model
+        tuned_figures = {
+            "student_tuned_keras": round(score(tuned.model, fold, labels, "test")["accuracy"], 4)
+        }
 
     graphs, accuracy = {}, {}
     calibration = fold.split("train")[0][:1]
-    for who, model in (("teacher", teacher.result.model), ("student", student.model)):
+    for who, model in models.items():
         for quantization in ("none", "dynamic_int8"):
             graph = to_tflite(model, quantization, calibration)
             graphs[f"{who}_{quantization}"] = graph
@@ -244,6 +252,7 @@ def one_fold(
         "accuracy": {
             "teacher_keras": round(teacher.metrics["accuracy"], 4),
             "student_keras": round(student_keras["accuracy"], 4),
+            **tuned_figures,
             **{f"{k}_tflite": v for k, v in accuracy.items()},
         },
         "embedding_error_heldout": {"pruned": warm_error, "distilled": distilled_error},
@@ -253,6 +262,7 @@ def one_fold(
             "distillation_data_and_targets": round(data_seconds, 1),
             "distillation_fit": round(distill_seconds, 1),
             "student_head_fit": round(student.seconds, 1),
+            "student_tuned_fit": round(tuned.seconds, 1) if args.fine_tune_epochs > 0 else 0.0,
             "fold_wall": round(time.perf_counter() - started, 1),
         },
         "parameters": {
@@ -266,7 +276,27 @@ def one_fold(
         "tflite_bytes": {name: len(graph) for name, graph in graphs.items()},
     }
     print(f"{speaker}: {json.dumps(figures['accuracy'])}", flush=True)
-    return figures, graphs
+    return figures, {name: graph for name, graph in graphs.items() if name in GRAPHS}
+
+
+def fine_tuned_student(
+    fold: FeatureSet,
+    labels: list[str],
+    params: Params,
+    layout: Layout,
+    student_embed: keras.Model,
+    args: argparse.Namespace,
+    cache: Path,
+) -> TrainResult:
+    """The student model trained the default way, then with all its convolutions trained
+    on the task for --fine-tune-epochs more (kws.train's two phases, at train.learning_rate
+    x train.fine_tune_lr_scale)."""
+    tuned_params = params.replace(
+        model={"fine_tune": sum(kind == "conv" for kind, _, _ in layout)},
+        train={"fine_tune_epochs": args.fine_tune_epochs},
+    )
+    with student_stack(layout, stack_weights(student_embed)):
+        return train(fold, labels, tuned_params, cache_dir=cache)
 
 
 def latency(graphs: dict[str, bytes], params: Params, masks: list[str], repeats: int, work: Path):
@@ -306,17 +336,24 @@ def markdown(figures: dict[str, Any]) -> str:
     rows = [
         "| held-out | teacher keras | teacher int8 TFLite | student keras | student float32 "
         "TFLite | student int8 TFLite | embedding error pruned -> distilled | distill s | "
-        "student head s | teacher fit s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "student head s | teacher fit s | tuned student keras | tuned student int8 TFLite "
+        "| tuning s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for speaker, f in figures["folds"].items():
         a, s, e = f["accuracy"], f["seconds"], f["embedding_error_heldout"]
+        tuned = (
+            f" {a['student_tuned_keras']:.4f} | {a['student_tuned_dynamic_int8_tflite']:.4f} | "
+            f"{s['student_tuned_fit']:.0f} |"
+            if "student_tuned_keras" in a
+            else " - | - | - |"
+        )
         rows.append(
             f"| {speaker} | {a['teacher_keras']:.4f} | {a['teacher_dynamic_int8_tflite']:.4f} | "
             f"{a['student_keras']:.4f} | {a['student_none_tflite']:.4f} | "
             f"{a['student_dynamic_int8_tflite']:.4f} | {e['pruned']} -> {e['distilled']} | "
             f"{s['distillation_data_and_targets'] + s['distillation_fit']:.0f} | "
-            f"{s['student_head_fit']:.0f} | {s['teacher_fit']:.0f} |"
+            f"{s['student_head_fit']:.0f} | {s['teacher_fit']:.0f} |{tuned}"
         )
     first = next(iter(figures["folds"].values()))
     cost = [
@@ -347,6 +384,12 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=2, help="augmented copies per train clip")
     parser.add_argument("--noise-prob", type=float, default=0.5, help="noise on the copies")
     parser.add_argument("--epochs", type=int, default=6, help="distillation epochs")
+    parser.add_argument(
+        "--fine-tune-epochs",
+        type=int,
+        default=0,
+        help=">0: also a student whose convolutions then train on the task this many epochs",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=0.001)
     parser.add_argument("--mask", action="append", default=[], choices=("avx2", "avx2_vnni"))
@@ -380,6 +423,7 @@ def main() -> None:
             "copies": args.copies,
             "noise_prob": args.noise_prob,
             "distill_epochs": args.epochs,
+            "fine_tune_epochs": args.fine_tune_epochs,
             "batch_size": args.batch_size,
             "learning_rate": args.learning_rate,
             "sets": args.sets,
