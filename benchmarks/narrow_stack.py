@@ -299,6 +299,31 @@ def fine_tuned_student(
         return train(fold, labels, tuned_params, cache_dir=cache)
 
 
+def untrained_graphs(params: Params, width: float) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """Teacher and pruned student under untrained heads (normalisation fitted on log-mels of
+    noise, as benchmarks/isa_probe.py): their graphs and cost (latency needs no training)."""
+    fp = params.features
+    rng = np.random.default_rng(params.seed)
+    gains = 10 ** rng.uniform(-3, 0, size=(32, 1))
+    x = log_mel_batch((gains * rng.standard_normal((32, fp.clip_samples))).astype(np.float32), fp)
+    shape = (fp.n_frames, fp.n_mels)
+    layout = student_layout(width)
+    models = {"teacher": kws.model.build_model(params.model, shape, 10, x)}
+    with student_stack(layout, pruned_weights(conv_weights(), layout)):
+        models["student"] = kws.model.build_model(params.model, shape, 10, x)
+    graphs = {
+        f"{who}_{quantization}": to_tflite(model, quantization, x)
+        for who, model in models.items()
+        for quantization in ("none", "dynamic_int8")
+    }
+    cost = {
+        "conv_mflop_per_clip": {who: conv_mflop(model) for who, model in models.items()},
+        "parameters": {who: int(model.count_params()) for who, model in models.items()},
+        "tflite_bytes": {name: len(graph) for name, graph in graphs.items()},
+    }
+    return graphs, cost
+
+
 def latency(graphs: dict[str, bytes], params: Params, masks: list[str], repeats: int, work: Path):
     """Median ms per invoke of each graph, one thread, one process per graph and mask."""
     from isa_probe import LABELS, NATIVE, check_host, compile_shim, run_timing, summary
@@ -333,13 +358,15 @@ def latency(graphs: dict[str, bytes], params: Params, masks: list[str], repeats:
 
 def markdown(figures: dict[str, Any]) -> str:
     """The result tables."""
-    rows = [
+    header = [
         "| held-out | teacher keras | teacher int8 TFLite | student keras | student float32 "
         "TFLite | student int8 TFLite | embedding error pruned -> distilled | distill s | "
         "student head s | teacher fit s | tuned student keras | tuned student int8 TFLite "
         "| tuning s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    untrained = ["Latency only (--latency-only): untrained heads, no accuracy."]
+    rows = header if figures["folds"] else untrained
     for speaker, f in figures["folds"].items():
         a, s, e = f["accuracy"], f["seconds"], f["embedding_error_heldout"]
         tuned = (
@@ -355,7 +382,7 @@ def markdown(figures: dict[str, Any]) -> str:
             f"{s['distillation_data_and_targets'] + s['distillation_fit']:.0f} | "
             f"{s['student_head_fit']:.0f} | {s['teacher_fit']:.0f} |{tuned}"
         )
-    first = next(iter(figures["folds"].values()))
+    first = figures["cost"]
     cost = [
         "",
         "| graph | conv MFLOP per clip | parameters | TFLite bytes | "
@@ -395,6 +422,11 @@ def main() -> None:
     parser.add_argument("--mask", action="append", default=[], choices=("avx2", "avx2_vnni"))
     parser.add_argument("--repeats", type=int, default=1, help="timing processes per graph")
     parser.add_argument("--work-dir", type=Path, help="data and feature cache (default: temp)")
+    parser.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="no training: time the teacher and a pruned student under untrained heads",
+    )
     parser.add_argument("--name", default="narrow_stack")
     args = parser.parse_args()
     if not 0 < args.width <= 1:
@@ -411,9 +443,14 @@ def main() -> None:
             sys.exit(f"error: unknown speaker(s) {', '.join(unknown)}: {', '.join(folds.speakers)}")
         results: dict[str, dict[str, Any]] = {}
         graphs: dict[str, bytes] = {}
-        for speaker in args.speaker or folds.speakers:
+        for speaker in [] if args.latency_only else args.speaker or folds.speakers:
             results[speaker], fold_graphs = one_fold(folds, speaker, params, args, work)
             graphs = graphs or fold_graphs  # latency does not depend on the fold's weights
+        if results:
+            first = next(iter(results.values()))
+            cost = {k: first[k] for k in ("conv_mflop_per_clip", "parameters", "tflite_bytes")}
+        else:
+            graphs, cost = untrained_graphs(params, args.width)
         timing = latency(graphs, params, args.mask, args.repeats, Path(tmp))
     figures = {
         "load_average_at_start": start_load,
@@ -428,12 +465,11 @@ def main() -> None:
             "learning_rate": args.learning_rate,
             "sets": args.sets,
             "params_hash": params.digest(),
-            "threads": {
-                k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
-            },
+            "threads": {k: os.environ.get(k) for k in THREAD_VARIABLES},
             "cpu_affinity": sorted(os.sched_getaffinity(0)),
         },
         "folds": results,
+        "cost": cost,
         "latency_ms": timing,
     }
     table = markdown(figures) + f"\n\n```json\n{json.dumps(figures, indent=2)}\n```"
