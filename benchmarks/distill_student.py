@@ -52,7 +52,7 @@ from kws.features import log_mel_batch
 from kws.inference import Predictor
 from kws.model import build_model
 from kws.params import Params, PathParams, resolve_params
-from kws.train import encode, set_seed
+from kws.train import encode, learning_rate_schedule, set_seed
 
 STUDENT_OVERLAY = Path("pipelines/configs/params/ds_cnn.yaml")
 EPS = 1e-12
@@ -170,9 +170,7 @@ def train_student(
     targets = np.concatenate([np.broadcast_to(hard, soft.shape), soft], axis=-1)
     model = build_model(params.model, pool_x.shape[2:4], n_classes, pool_x[0])
     data = pool_batches(pool_x, targets, params, t.batch_size)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        t.learning_rate, decay_steps=max(1, t.epochs * len(data)), alpha=0.01
-    )
+    schedule = learning_rate_schedule(t, len(data), t.learning_rate, t.epochs)
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
         loss=kd_loss(n_classes, temperature, alpha, t.label_smoothing),

@@ -56,9 +56,9 @@ from kws.data.features import FeatureSet, clips_of
 from kws.evaluate import fit_and_score, score, score_tflite
 from kws.export import to_tflite
 from kws.features import log_mel_batch
-from kws.params import Params, PathParams, resolve_params
+from kws.params import Params, PathParams, TrainParams, resolve_params
 from kws.pretrained import EMBEDDING_SIZE, LAYOUT, conv_weights
-from kws.train import TrainResult, set_seed, train
+from kws.train import TrainResult, learning_rate_schedule, set_seed, train
 
 if TYPE_CHECKING:
     import keras
@@ -68,6 +68,9 @@ Layout = tuple[tuple[str, tuple[int, int], int], ...]
 GRAPHS = ("teacher_none", "teacher_dynamic_int8", "student_none", "student_dynamic_int8")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 EMBEDDINGS_LAYER = "embeddings"  # kws.model's (batch, windows, 96) reshape
+
+
+COSINE = TrainParams(lr_schedule="cosine")  # the default's schedule, for distillation
 
 
 def student_layout(width: float) -> Layout:
@@ -176,9 +179,7 @@ def distill(
         return keras.ops.mean(keras.ops.square((y_pred - y_true) * scale))
 
     steps = int(np.ceil(len(x) / batch_size))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        learning_rate, decay_steps=max(1, epochs * steps), alpha=0.01
-    )
+    schedule = learning_rate_schedule(COSINE, steps, learning_rate, epochs)
     student.compile(optimizer=keras.optimizers.Adam(schedule), loss=standardised_mse)
     fit = student.fit(x, targets, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=2)
     return [round(float(v), 4) for v in fit.history["loss"]]

@@ -160,7 +160,7 @@ def _fit(
     import keras
 
     model.compile(
-        optimizer=keras.optimizers.Adam(_learning_rate(t, steps, learning_rate, epochs)),
+        optimizer=keras.optimizers.Adam(learning_rate_schedule(t, steps, learning_rate, epochs)),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
         metrics=["accuracy"],
     )
@@ -182,7 +182,8 @@ def _one_hot(indices: np.ndarray, n_classes: int) -> np.ndarray:
     return np.eye(n_classes, dtype=np.float32)[indices]
 
 
-def _learning_rate(t: TrainParams, steps_per_epoch: int, peak: float, epochs: int) -> Any:
+def learning_rate_schedule(t: TrainParams, steps_per_epoch: int, peak: float, epochs: int) -> Any:
+    """The optimiser's learning rate: constant at peak, or cosine decay over epochs to 1%."""
     import keras
 
     if t.lr_schedule == "constant":
