@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -23,17 +25,38 @@ log = logging.getLogger(__name__)
 
 def classify(served: LoadedModel, clip: Clip, limits: Limits) -> Prediction:
     """One checked clip through the served model, with input, prediction and drift metrics."""
+    prediction, bookkeeping = classify_then_record(served, clip, limits)
+    bookkeeping()
+    return prediction
+
+
+def classify_then_record(
+    served: LoadedModel, clip: Clip, limits: Limits
+) -> tuple[Prediction, Callable[[], None]]:
+    """One checked clip through the served model, and its metrics and drift counts as a
+    call to make later (after the answer is sent: they are not on the client's clock)."""
     wave, rate = decode.checked(clip, limits)
-    statistics = input_statistics(wave, rate)
-    metrics.observe_input(statistics["duration_seconds"], rms_of(statistics))
     try:
         prediction = served.predictor.predict(wave, rate)
     except KwsError as exc:
+        record_input(wave, rate)
         raise InputRejected(str(exc)) from exc
+    return prediction, partial(record, served, wave, rate, prediction)
+
+
+def record_input(wave: np.ndarray, rate: int) -> dict[str, float]:
+    """Count a clip's duration and level in the input metrics; its statistics."""
+    statistics = input_statistics(wave, rate)
+    metrics.observe_input(statistics["duration_seconds"], rms_of(statistics))
+    return statistics
+
+
+def record(served: LoadedModel, wave: np.ndarray, rate: int, prediction: Prediction) -> None:
+    """Count one answered clip: input and prediction metrics, and the drift window."""
+    statistics = record_input(wave, rate)
     metrics.observe_prediction(prediction.label, prediction.confidence, served.ref.version)
     if served.drift is not None:
         served.drift.add(statistics, prediction.confidence, prediction.label)
-    return prediction
 
 
 def rms_of(statistics: dict[str, float]) -> float:

@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -15,6 +16,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kws.errors import KwsError
 from kws.serving import decode, metrics, multipart
 from kws.serving.decode import InputRejected
-from kws.serving.model import KwsModel, classify
+from kws.serving.model import KwsModel, classify_then_record
 
 ADMIN_TOKEN_ENV = "KWS_ADMIN_TOKEN"
 PREDICT_PATH = "/predict"
@@ -125,7 +127,7 @@ def install(app: FastAPI, model: KwsModel, worker: metrics.WorkerState | None = 
         served = model.snapshot()
         request.state.kws_model_version = served.ref.version
         try:
-            prediction = classify(served, decode.wav(data), model.limits)
+            prediction, bookkeeping = classify_then_record(served, decode.wav(data), model.limits)
         except InputRejected as exc:
             return error(exc.status, str(exc))
         body = {
@@ -133,7 +135,7 @@ def install(app: FastAPI, model: KwsModel, worker: metrics.WorkerState | None = 
             "model": served.ref.to_dict(),
             "latency_ms": round((time.perf_counter() - start) * 1000, 3),
         }
-        return ORJSONResponse(body)
+        return ORJSONResponse(body, background=BackgroundTask(_after_response, bookkeeping))
 
     @app.post(
         "/admin/reload",
@@ -269,6 +271,12 @@ async def _validation_error(_: Request, exc: Exception) -> ORJSONResponse:
     first = exc.errors()[0] if exc.errors() else {}
     where = ".".join(str(p) for p in first.get("loc", ()))
     return error(422, f"invalid request: {where}: {first.get('msg', 'invalid')}")
+
+
+async def _after_response(call: Callable[[], None]) -> None:
+    """Run call on the event loop once the response is sent (Starlette would hand a plain
+    function to a worker thread: a thread switch costs more than the call)."""
+    call()
 
 
 class ServiceMiddleware:

@@ -396,3 +396,49 @@ def test_sigterm_stops_the_server(tiny_project: Path) -> None:
         assert process.wait(timeout=30) is not None
     finally:
         stop(process)
+
+
+def test_predict_sends_the_answer_before_it_counts_the_clip_for_monitoring(
+    tiny_project: Path, sample: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Input statistics, prediction metrics and the drift window are kept up to date, but
+    after the response is sent: the client does not wait for them."""
+    import asyncio
+
+    from fastapi import FastAPI
+
+    from kws.serving import model as served_model
+    from kws.serving.decode import Limits
+    from kws.serving.routes import install
+
+    events: list[str] = []
+    statistics_of = served_model.input_statistics
+
+    def counted_statistics(wave: np.ndarray, rate: int) -> dict[str, float]:
+        events.append("input statistics")
+        return statistics_of(wave, rate)
+
+    monkeypatch.setattr(served_model, "input_statistics", counted_statistics)
+    model = served_model.KwsModel("kws", str(tiny_project / "models/package"), Limits(), 1)
+    model.load()
+    app = FastAPI()
+    install(app, model)
+    drift = model.snapshot().drift
+    assert drift is not None and len(drift) == 0
+    messages = iter([{"type": "http.request", "body": sample, "more_body": False}])
+    headers = [(b"content-type", b"audio/wav"), (b"content-length", str(len(sample)).encode())]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/predict", "raw_path": b"/predict", "query_string": b"",
+        "root_path": "", "server": ("test", 80), "client": ("test", 1), "headers": headers,
+    }  # fmt: skip
+
+    async def receive() -> dict[str, object]:
+        return next(messages)
+
+    async def send(message: dict[str, object]) -> None:
+        events.append(f"{message['type']} {message.get('status', '')}".strip())
+
+    asyncio.run(app(scope, receive, send))
+    assert events == ["http.response.start 200", "http.response.body", "input statistics"]
+    assert len(drift) == 1
