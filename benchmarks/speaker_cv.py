@@ -32,7 +32,7 @@ from _common import RESULTS, add_params_arguments, params_config, params_of, rec
 from kws.cv import cross_validate
 from kws.data import fetch, prepare
 from kws.data.features import featurize_samples
-from kws.evaluate import fit_and_score
+from kws.evaluate import describe_confusions, fit_and_score
 from kws.export import export_package, representative_rows
 from kws.features import features_of_waveform
 from kws.inference import Predictor
@@ -137,12 +137,14 @@ def main() -> None:
             f"{full['full_train_wall_seconds']} s (≤ 300 s)."
         )
     rows = "\n".join(
-        f"| {s} | {f['accuracy']:.4f} | {f['macro_f1']:.4f} | {f['train_seconds']} |"
+        f"| {s} | {f['accuracy']:.4f} | {f['macro_f1']:.4f} | {f['train_seconds']} | "
+        f"{describe_confusions(f['top_confusions'])} |"
         for s, f in cv["folds"].items()
     )
     table = (
-        f"| held-out speaker | accuracy | macro-F1 | train s |\n|---|---|---|---|\n{rows}\n"
-        f"| **mean** | **{cv['mean_accuracy']:.4f}** | **{cv['mean_macro_f1']:.4f}** | |"
+        "| held-out speaker | accuracy | macro-F1 | train s | most confused (true->predicted "
+        f"clips) |\n|---|---|---|---|---|\n{rows}\n"
+        f"| **mean** | **{cv['mean_accuracy']:.4f}** | **{cv['mean_macro_f1']:.4f}** | | |"
         f"\n\nMinimum over speakers: {cv['min_accuracy']:.4f}.{limits}\n\n"
         f"```json\n{json.dumps(figures, indent=2)}\n```"
     )

@@ -14,7 +14,7 @@ import numpy as np
 from kws.data import fetch, prepare
 from kws.data.features import FeatureSet, featurize_samples
 from kws.data.synthetic import is_synthetic
-from kws.evaluate import fit_and_score
+from kws.evaluate import fit_and_score, top_confusions
 from kws.params import Params
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ def cross_validate(params: Params, speakers: Sequence[str] | None = None) -> dic
             "accuracy": round(m["accuracy"], 4),
             "macro_f1": round(m["macro_f1"], 4),
             "n": m["n"],
+            "top_confusions": top_confusions(m["confusion_matrix"], folds.labels),
             "train_seconds": round(fitted.result.seconds, 1),
             "parameters": int(fitted.result.model.count_params()),
         }

@@ -31,6 +31,26 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
     return cm
 
 
+def top_confusions(
+    cm: Sequence[Sequence[int]], labels: Sequence[str], n: int = 3
+) -> list[dict[str, Any]]:
+    """The n most frequent mistakes (true label, predicted label, count), most frequent first."""
+    counts = np.asarray(cm)
+    mistakes = [
+        (int(counts[t, p]), t, p)
+        for t in range(counts.shape[0])
+        for p in range(counts.shape[1])
+        if t != p and counts[t, p] > 0
+    ]
+    mistakes.sort(key=lambda m: (-m[0], m[1], m[2]))
+    return [{"true": labels[t], "predicted": labels[p], "count": c} for c, t, p in mistakes[:n]]
+
+
+def describe_confusions(mistakes: Sequence[dict[str, Any]]) -> str:
+    """top_confusions as one line: 'six->three 9, zero->two 5' ('-' if none)."""
+    return ", ".join(f"{m['true']}->{m['predicted']} {m['count']}" for m in mistakes) or "-"
+
+
 def classification_metrics(
     y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]
 ) -> dict[str, Any]:

@@ -112,15 +112,16 @@ def cv(
 ) -> None:
     """Leave-one-speaker-out cross-validation: per-speaker and mean accuracy / macro-F1."""
     from kws.cv import cross_validate  # TensorFlow: loaded when run
+    from kws.evaluate import describe_confusions
     from kws.files import write_json  # beside the heavy import above
 
     result = cross_validate(load(params, set_, overlay), speaker or None)
     write_json(result, output)
-    typer.echo("speaker       accuracy  macro_f1  train_s")
+    typer.echo("speaker       accuracy  macro_f1  train_s  most confused (true->predicted count)")
     for name, fold in result["folds"].items():
         typer.echo(
             f"{name:<12}  {fold['accuracy']:.4f}    {fold['macro_f1']:.4f}    "
-            f"{fold['train_seconds']:.0f}"
+            f"{fold['train_seconds']:<7.0f}  {describe_confusions(fold['top_confusions'])}"
         )
     typer.echo(f"{'mean':<12}  {result['mean_accuracy']:.4f}    {result['mean_macro_f1']:.4f}")
 

@@ -77,7 +77,12 @@ def test_leave_one_speaker_out_reports_each_held_out_speaker(improved_project: P
     assert set(result["folds"]) == {"george", "lucas"}
     for fold in result["folds"].values():
         assert 0 <= fold["accuracy"] <= 1 and fold["n"] > 0
+        mistakes = fold["top_confusions"]  # the most frequent (true, predicted) pairs first
+        assert all(m["true"] != m["predicted"] for m in mistakes)
+        counts = [m["count"] for m in mistakes]
+        assert counts == sorted(counts, reverse=True)
+        assert sum(counts) <= round((1 - fold["accuracy"]) * fold["n"])
     assert result["mean_accuracy"] == pytest.approx(
         np.mean([f["accuracy"] for f in result["folds"].values()]), abs=1e-4
     )
-    assert "george" in out.stdout and "mean" in out.stdout
+    assert "george" in out.stdout and "mean" in out.stdout and "most confused" in out.stdout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kws.evaluate import classification_metrics
+from kws.evaluate import classification_metrics, describe_confusions, top_confusions
 from kws.plots import plot_confusion_matrix
 
 
@@ -26,3 +26,18 @@ def test_metrics_match_hand_computed_values(tmp_path) -> None:
 def test_macro_f1_ignores_classes_absent_from_the_truth() -> None:
     m = classification_metrics(np.array([0, 0]), np.array([0, 0]), ["a", "b"])
     assert m["macro_f1"] == 1.0 and m["accuracy"] == 1.0
+
+
+def test_top_confusions_lists_the_most_frequent_mistakes_first() -> None:
+    cm = [[5, 1, 0], [0, 4, 3], [1, 0, 6]]  # true b predicted as c three times, ...
+    assert top_confusions(cm, ["a", "b", "c"], n=2) == [
+        {"true": "b", "predicted": "c", "count": 3},
+        {"true": "a", "predicted": "b", "count": 1},  # ties: in label order
+    ]
+    assert top_confusions([[2, 0], [0, 3]], ["a", "b"]) == []
+
+
+def test_confusions_read_as_one_line() -> None:
+    mistakes = top_confusions([[5, 1, 0], [0, 4, 3], [1, 0, 6]], ["a", "b", "c"])
+    assert describe_confusions(mistakes) == "b->c 3, a->b 1, c->a 1"
+    assert describe_confusions([]) == "-"
