@@ -48,8 +48,11 @@ def cache_key(fp: FeatureParams, dhash: str) -> str:
 def featurize_samples(
     samples: Sequence[Sample], fp: FeatureParams, cache_dir: Path | None = None, dhash: str = ""
 ) -> FeatureSet:
-    """Features of every sample, from the cache when the data and parameters are unchanged."""
-    cache = cache_dir / f"features-{cache_key(fp, dhash)}.npz" if cache_dir and dhash else None
+    """Features of every sample, from the cache when the data, its location and the
+    parameters are unchanged (the rows name their files, so a copy elsewhere is a miss)."""
+    key = cache_key(fp, dhash)
+    located = hashlib.sha256("\n".join(sorted(s.path for s in samples)).encode()).hexdigest()
+    cache = cache_dir / f"features-{key}-{located[:8]}.npz" if cache_dir and dhash else None
     if cache is not None and cache.is_file():
         log.info("features from cache %s", cache)
         return load_feature_set(cache)
@@ -72,7 +75,7 @@ def featurize_samples(
         skipped=skipped,
     )
     if cache is not None:
-        save_feature_set(fs, cache, cache.stem.removeprefix("features-"))
+        save_feature_set(fs, cache, key)
     return fs
 
 

@@ -199,6 +199,29 @@ def test_corrupt_files_are_skipped_with_a_counted_warning(
     assert "skipped 2 unreadable file(s)" in caplog.text
 
 
+def test_cached_features_name_the_files_of_this_copy_of_the_data(tmp_path: Path) -> None:
+    """Two copies of the same data (same content hash) in different folders share a cache
+    folder; each gets features that point at its own files."""
+    from kws.data.features import featurize_samples
+    from kws.data.manifest import Sample, data_hash
+
+    cache = tmp_path / "cache"
+    results = []
+    for copy in ("first", "second"):
+        folder = tmp_path / copy / "yes"
+        folder.mkdir(parents=True)
+        (folder / "a.wav").write_bytes(wav_bytes(tone(0.5)))
+        samples = [Sample(str(folder / "a.wav"), "yes", "a", "train")]
+        results.append(featurize_samples(samples, LN_FRONT_END, cache, data_hash(samples)))
+    first, second = results
+    assert data_hash([Sample(first.paths[0], "yes", "a", "train")]) == data_hash(
+        [Sample(second.paths[0], "yes", "a", "train")]
+    )
+    assert Path(first.paths[0]).parts[-3] == "first"
+    assert Path(second.paths[0]).parts[-3] == "second"
+    np.testing.assert_array_equal(first.x, second.x)
+
+
 @functools.cache
 def _handler(folder: str) -> type[http.server.SimpleHTTPRequestHandler]:
     class Quiet(http.server.SimpleHTTPRequestHandler):
