@@ -50,8 +50,9 @@ VARIATIONS: dict[str, Variation] = {
     ),
     "clip_1.0s": Variation("1.0 s clips", {"features": {"clip_seconds": 1.0}}),
     "fine_tune_2": Variation("last two convolutions trainable", {"model": {"fine_tune": 2}}),
-    "robust_augment": Variation(
-        "noise, room and telephone augmentation", overlay="pipelines/configs/params/robust.yaml"
+    "clean_augment": Variation(
+        "no noise, room or telephone augmentation (shift and gain only)",
+        {"augment": {"noise_prob": 0.0, "reverb_prob": 0.0, "telephone_prob": 0.0}},
     ),
 }
 

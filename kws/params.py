@@ -90,13 +90,13 @@ class AugmentParams:
     tilt_db: float = 0.0  # +- dB of spectral tilt at 4 kHz (microphone colouring)
     edge_cut: float = 0.0  # cut up to this fraction of the word at each end (tight VAD)
     edge_cut_prob: float = 0.5  # probability that a clip gets its edges cut
-    noise_prob: float = 0.0
+    noise_prob: float = 0.5
     snr_db_min: float = 5.0
-    snr_db_max: float = 30.0
-    reverb_prob: float = 0.0  # probability of a synthetic room (kws.corruption)
+    snr_db_max: float = 25.0
+    reverb_prob: float = 0.25  # probability of a synthetic room (kws.corruption)
     rt60_min: float = 0.1  # seconds
     rt60_max: float = 0.8
-    telephone_prob: float = 0.0  # probability of a 300-3400 Hz, 8 kHz phone line
+    telephone_prob: float = 0.1  # probability of a 300-3400 Hz, 8 kHz phone line
     freq_warp: float = 0.0  # +- fraction of the mel axis
     freq_masks: int = 0
     freq_mask_width: int = 5

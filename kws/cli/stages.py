@@ -112,7 +112,7 @@ def cv(
 ) -> None:
     """Leave-one-speaker-out cross-validation: per-speaker and mean accuracy / macro-F1."""
     from kws.cv import cross_validate  # TensorFlow: loaded when run
-    from kws.evaluate import describe_confusions
+    from kws.evaluate import describe_confusions  # TensorFlow too
     from kws.files import write_json  # beside the heavy import above
 
     result = cross_validate(load(params, set_, overlay), speaker or None)
