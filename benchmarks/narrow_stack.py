@@ -14,8 +14,8 @@ Per held-out speaker (leave-one-speaker-out, `kws.cv.speaker_folds`):
    copies (`kws.augment.Augmenter`: time shift, gain, and noise with --noise-prob), log-mels
    from `kws.features.log_mel_batch`, as the default's front end;
 4. the student model: the default head trained on the frozen student stack exactly as the
-   default trains its head (`kws.train.train` with `kws.model`'s LAYOUT and conv weights
-   swapped for the student's, see `student_stack`);
+   default trains its head (`kws.train.train` with model.embedding_stack naming the
+   student's saved stack, see `with_stack`);
 5. held-out accuracy of both with Keras and with the dynamic-int8 TFLite graph (the
    default export), one thread.
 
@@ -26,19 +26,22 @@ natively and under benchmarks/cpuid_mask.c's AVX2-without-VNNI mask (--mask avx2
 Usage (from the repo root):
   KWS_FSDD_SOURCE=/path/to/fsdd python benchmarks/narrow_stack.py [--speaker S ...]
       [--width 0.5] [--copies 2] [--epochs 6] [--name narrow_stack]
+
+With --unlabelled DIR --save-stack FILE it distils once, on the audio under DIR only (any
+speech, no labels: LibriSpeech, Speech Commands), and writes the student stack to FILE;
+`kws cv --set model.embedding_stack=FILE` then scores it on every held-out FSDD speaker,
+and `model.embedding_stack: FILE` in params.yaml trains and ships the default on it.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,23 +53,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import INVOKES_PER_ROUND, RESULTS, ROUNDS, WARMUP, load_average, record
 
 import kws.model
+from kws.audio import decode, fit_length, resample
 from kws.augment import Augmenter
 from kws.cv import SpeakerFolds, speaker_folds
+from kws.data.download import sha256_file
 from kws.data.features import FeatureSet, clips_of
+from kws.errors import AudioError
 from kws.evaluate import fit_and_score, score, score_tflite
 from kws.export import to_tflite
 from kws.features import log_mel_batch
-from kws.params import Params, PathParams, TrainParams, resolve_params
-from kws.pretrained import EMBEDDING_SIZE, LAYOUT, conv_weights
+from kws.params import FeatureParams, Params, PathParams, TrainParams, resolve_params
+from kws.pretrained import EMBEDDING_SIZE, LAYOUT, Layout, Weights, conv_weights, save_stack
 from kws.train import TrainResult, learning_rate_schedule, set_seed, train
 
 if TYPE_CHECKING:
     import keras
 
-Weights = tuple[tuple[np.ndarray, np.ndarray | None], ...]
-Layout = tuple[tuple[str, tuple[int, int], int], ...]
 GRAPHS = ("teacher_none", "teacher_dynamic_int8", "student_none", "student_dynamic_int8")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")  # what --unlabelled reads (libsndfile decodes them)
 EMBEDDINGS_LAYER = "embeddings"  # kws.model's (batch, windows, 96) reshape
 
 
@@ -101,20 +106,17 @@ def pruned_weights(weights: Weights, layout: Layout) -> Weights:
     return tuple(out)
 
 
-@contextlib.contextmanager
-def student_stack(layout: Layout, weights: Weights) -> Iterator[None]:
-    """kws.model builds speech-embedding models on this stack instead of the pretrained one.
+def with_stack(params: Params, stack_file: Path, fine_tune: int | None = None) -> Params:
+    """params that build speech-embedding models on stack_file (model.embedding_stack)."""
+    model: dict[str, Any] = {"embedding_stack": str(stack_file)}
+    if fine_tune is not None:
+        model["fine_tune"] = fine_tune
+    return params.replace(model=model)
 
-    kws.model has no parameter for the stack: it reads the module's LAYOUT and calls
-    conv_weights(), so both are swapped for the duration (a benchmark-only patch).
-    """
-    saved = kws.model.LAYOUT, kws.model.conv_weights
-    kws.model.LAYOUT = layout
-    kws.model.conv_weights = lambda: weights  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        kws.model.LAYOUT, kws.model.conv_weights = saved
+
+def conv_count(layout: Layout) -> int:
+    """How many convolutions a layout has."""
+    return sum(kind == "conv" for kind, _, _ in layout)
 
 
 def embedding_model(model: keras.Model) -> keras.Model:
@@ -122,6 +124,14 @@ def embedding_model(model: keras.Model) -> keras.Model:
     import keras
 
     return keras.Model(model.inputs, model.get_layer(EMBEDDINGS_LAYER).output)
+
+
+def trainable_stack_model(params: Params) -> keras.Model:
+    """The log-mel -> embeddings model of params' stack, its convolutions trainable as
+    model.fine_tune says (a distillation student: all of them)."""
+    fp = params.features
+    rows = np.zeros((1, fp.n_frames, fp.n_mels), dtype=np.float32)  # fits only the head's norm
+    return embedding_model(kws.model.build_model(params.model, (fp.n_frames, fp.n_mels), 10, rows))
 
 
 def stack_weights(model: keras.Model) -> Weights:
@@ -149,15 +159,98 @@ def distillation_set(
     fold: FeatureSet, params: Params, copies: int, noise_prob: float, cache: Path
 ) -> np.ndarray:
     """Log-mels (n, frames, mels, 1) of the fold's train clips and `copies` augmented copies."""
+    clips = clips_of(list(fold.paths[fold.splits == "train"]), params.features, cache)
+    return augmented_log_mels(clips, params, copies, noise_prob)
+
+
+def augmented_log_mels(
+    clips: np.ndarray, params: Params, copies: int, noise_prob: float
+) -> np.ndarray:
+    """Log-mels (n, frames, mels, 1) of clips, then of `copies` augmented copies of them."""
     fp = params.features
-    clips = clips_of(list(fold.paths[fold.splits == "train"]), fp, cache)
-    augment = dataclasses.replace(params.augment, noise_prob=noise_prob)
-    augmenter = Augmenter(augment, params.seed + 7)
-    sets = [fold.split("train")[0]]
+    augmenter = Augmenter(
+        dataclasses.replace(params.augment, noise_prob=noise_prob), params.seed + 7
+    )
+    sets = [log_mel_batch(clips, fp)]
     for _ in range(copies):
-        waves = np.stack([augmenter.waveform(clip, fp.sample_rate) for clip in clips])
-        sets.append(log_mel_batch(waves, fp))
+        sets.append(
+            log_mel_batch(np.stack([augmenter.waveform(c, fp.sample_rate) for c in clips]), fp)
+        )
     return np.concatenate(sets)[..., np.newaxis].astype(np.float32)
+
+
+def unlabelled_clips(folder: Path, fp: FeatureParams, limit: int) -> tuple[np.ndarray, int, int]:
+    """Clips (n, samples) cut from the audio files under folder, in path order, up to limit:
+    a file shorter than a clip is centred in one (as a request is at serving time), a longer
+    one cut into consecutive clips, silent ones dropped. Also: files read, files unreadable."""
+    n = fp.clip_samples
+    clips: list[np.ndarray] = []
+    read = failed = 0
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
+        try:
+            wave, rate = decode(path)
+        except AudioError as exc:
+            failed += 1
+            print(f"skipped: {exc}", file=sys.stderr)
+            continue
+        read += 1
+        wave = resample(wave, rate, fp.sample_rate)
+        pieces = (
+            [fit_length(wave, n)]
+            if len(wave) <= n
+            else [wave[start : start + n] for start in range(0, len(wave) - n + 1, n)]
+        )
+        clips += [piece for piece in pieces if np.any(piece)]
+        if read % 1000 == 0:
+            print(f"{read} files read, {len(clips)} clips", flush=True)
+        if len(clips) >= limit:
+            break
+    if not clips:
+        raise SystemExit(f"error: no audio clips under {folder} ({failed} unreadable files)")
+    return np.stack(clips[:limit]).astype(np.float32), read, failed
+
+
+def distil_on_folder(params: Params, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Distil the student stack from the pretrained one on the unlabelled audio under
+    args.unlabelled only (no FSDD clip, so a leave-one-speaker-out run on the saved stack is
+    still held out), save it to args.save_stack; its figures."""
+    started = time.perf_counter()
+    clips, read, failed = unlabelled_clips(args.unlabelled, params.features, args.max_clips)
+    held_out = np.arange(len(clips)) % 10 == 9  # every tenth clip measures the copy
+    x = augmented_log_mels(clips[~held_out], params, args.copies, args.noise_prob)
+    x_held_out = augmented_log_mels(clips[held_out], params, 0, 0.0)
+    teacher = trainable_stack_model(params.replace(model={"embedding_stack": None}))
+    targets = np.asarray(teacher.predict(x, batch_size=128, verbose=0))
+    data_seconds = time.perf_counter() - started
+
+    layout = student_layout(args.width)
+    pruned = save_stack(work / "pruned.npz", layout, pruned_weights(conv_weights(), layout))
+    set_seed(params.seed)
+    student = trainable_stack_model(with_stack(params, pruned, conv_count(layout)))
+    pruned_error = embedding_error(teacher, student, x_held_out)
+    t0 = time.perf_counter()
+    losses = distill(student, x, targets, args.epochs, args.batch_size, args.learning_rate)
+    distill_seconds = time.perf_counter() - t0
+    distilled_error = embedding_error(teacher, student, x_held_out)
+    saved = save_stack(args.save_stack, layout, stack_weights(student))
+    print(f"embedding error on held-out clips {pruned_error} -> {distilled_error}", flush=True)
+    print(
+        f"saved {saved}; its held-out accuracy: kws cv --set model.embedding_stack={saved}",
+        flush=True,
+    )
+    return {
+        "unlabelled": {"files_read": read, "files_unreadable": failed, "clips": len(clips)},
+        "n_distillation_inputs": len(x),
+        "n_held_out_clips": int(held_out.sum()),
+        "embedding_error_heldout": {"pruned": pruned_error, "distilled": distilled_error},
+        "distill_loss_per_epoch": losses,
+        "seconds": {
+            "data_and_targets": round(data_seconds, 1),
+            "distillation_fit": round(distill_seconds, 1),
+        },
+        "conv_mflop_per_clip": {"teacher": conv_mflop(teacher), "student": conv_mflop(student)},
+        "stack": {"file": str(saved), "sha256": sha256_file(saved)},
+    }
 
 
 def distill(
@@ -211,14 +304,9 @@ def one_fold(
 
     layout = student_layout(args.width)
     warm = pruned_weights(conv_weights(), layout)
+    pruned = save_stack(work / f"{speaker}_pruned.npz", layout, warm)
     set_seed(params.seed)
-    with student_stack(layout, warm):
-        student_params = params.replace(model={"fine_tune": sum(k == "conv" for k, _, _ in layout)})
-        fp = params.features
-        rows = fold.split("train")[0][:2]
-        student_embed = embedding_model(
-            kws.model.build_model(student_params.model, (fp.n_frames, fp.n_mels), 10, rows)
-        )
+    student_embed = trainable_stack_model(with_stack(params, pruned, conv_count(layout)))
     x_test = fold.split("test")[0][..., np.newaxis]
     warm_error = embedding_error(teacher_embed, student_embed, x_test)
     t0 = time.perf_counter()
@@ -227,13 +315,13 @@ def one_fold(
     distilled_error = embedding_error(teacher_embed, student_embed, x_test)
     print(f"{speaker}: embedding error {warm_error} -> {distilled_error}", flush=True)
 
-    with student_stack(layout, stack_weights(student_embed)):
-        student = train(fold, labels, params, cache_dir=cache)
+    distilled = save_stack(work / f"{speaker}_distilled.npz", layout, stack_weights(student_embed))
+    student = train(fold, labels, with_stack(params, distilled), cache_dir=cache)
     student_keras = score(student.model, fold, labels, "test")
     models = {"teacher": teacher.result.model, "student": student.model}
     tuned_figures: dict[str, Any] = {}
     if args.fine_tune_epochs > 0:
-        tuned = fine_tuned_student(fold, labels, params, layout, student_embed, args, cache)
+        tuned = fine_tuned_student(fold, labels, params, (layout, distilled), args, cache)
         models["student_tuned"] = tuned.model
         tuned_figures = {
             "student_tuned_keras": round(score(tuned.model, fold, labels, "test")["accuracy"], 4)
@@ -284,23 +372,23 @@ def fine_tuned_student(
     fold: FeatureSet,
     labels: list[str],
     params: Params,
-    layout: Layout,
-    student_embed: keras.Model,
+    stack: tuple[Layout, Path],
     args: argparse.Namespace,
     cache: Path,
 ) -> TrainResult:
     """The student model trained the default way, then with all its convolutions trained
     on the task for --fine-tune-epochs more (kws.train's two phases, at train.learning_rate
     x train.fine_tune_lr_scale)."""
-    tuned_params = params.replace(
-        model={"fine_tune": sum(kind == "conv" for kind, _, _ in layout)},
-        train={"fine_tune_epochs": args.fine_tune_epochs},
+    layout, stack_file = stack
+    tuned_params = with_stack(params, stack_file, conv_count(layout)).replace(
+        train={"fine_tune_epochs": args.fine_tune_epochs}
     )
-    with student_stack(layout, stack_weights(student_embed)):
-        return train(fold, labels, tuned_params, cache_dir=cache)
+    return train(fold, labels, tuned_params, cache_dir=cache)
 
 
-def untrained_graphs(params: Params, width: float) -> tuple[dict[str, bytes], dict[str, Any]]:
+def untrained_graphs(
+    params: Params, width: float, work: Path
+) -> tuple[dict[str, bytes], dict[str, Any]]:
     """Teacher and pruned student under untrained heads (normalisation fitted on log-mels of
     noise, as benchmarks/isa_probe.py): their graphs and cost (latency needs no training)."""
     fp = params.features
@@ -310,8 +398,8 @@ def untrained_graphs(params: Params, width: float) -> tuple[dict[str, bytes], di
     shape = (fp.n_frames, fp.n_mels)
     layout = student_layout(width)
     models = {"teacher": kws.model.build_model(params.model, shape, 10, x)}
-    with student_stack(layout, pruned_weights(conv_weights(), layout)):
-        models["student"] = kws.model.build_model(params.model, shape, 10, x)
+    pruned = save_stack(work / "pruned.npz", layout, pruned_weights(conv_weights(), layout))
+    models["student"] = kws.model.build_model(with_stack(params, pruned).model, shape, 10, x)
     graphs = {
         f"{who}_{quantization}": to_tflite(model, quantization, x)
         for who, model in models.items()
@@ -403,6 +491,43 @@ def markdown(figures: dict[str, Any]) -> str:
     return "\n".join(rows + cost)
 
 
+def folder_markdown(figures: dict[str, Any]) -> str:
+    """The result table of a --unlabelled run."""
+    f = figures["unlabelled"]
+    u, e, s = f["unlabelled"], f["embedding_error_heldout"], f["seconds"]
+    return "\n".join(
+        [
+            "| audio files (unreadable) | clips | held-out clips | width | conv MFLOP teacher -> "
+            "student | held-out embedding error pruned -> distilled | distillation s | stack |",
+            "|---|---|---|---|---|---|---|---|",
+            f"| {u['files_read']} ({u['files_unreadable']}) | {u['clips']} | "
+            f"{f['n_held_out_clips']} | {figures['settings']['width']} | "
+            f"{f['conv_mflop_per_clip']['teacher']} -> {f['conv_mflop_per_clip']['student']} | "
+            f"{e['pruned']} -> {e['distilled']} | "
+            f"{s['data_and_targets'] + s['distillation_fit']:.0f} | `{f['stack']['file']}` |",
+        ]
+    )
+
+
+def settings(args: argparse.Namespace, params: Params) -> dict[str, Any]:
+    """The run's settings, for its results file."""
+    return {
+        "width": args.width,
+        "student_filters": [f for kind, _, f in student_layout(args.width) if kind == "conv"],
+        "copies": args.copies,
+        "noise_prob": args.noise_prob,
+        "distill_epochs": args.epochs,
+        "fine_tune_epochs": args.fine_tune_epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "unlabelled": str(args.unlabelled) if args.unlabelled else None,
+        "sets": args.sets,
+        "params_hash": params.digest(),
+        "threads": {k: os.environ.get(k) for k in THREAD_VARIABLES},
+        "cpu_affinity": sorted(os.sched_getaffinity(0)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -428,12 +553,35 @@ def main() -> None:
         action="store_true",
         help="no training: time the teacher and a pruned student under untrained heads",
     )
+    parser.add_argument(
+        "--unlabelled",
+        type=Path,
+        help="distil on the audio files under this folder only (.wav/.flac/.ogg, e.g. "
+        "LibriSpeech) instead of per fold, and write the stack to --save-stack",
+    )
+    parser.add_argument("--save-stack", type=Path, help="with --unlabelled: the stack file")
+    parser.add_argument(
+        "--max-clips", type=int, default=20000, help="with --unlabelled: clips to read at most"
+    )
     parser.add_argument("--name", default="narrow_stack")
     args = parser.parse_args()
     if not 0 < args.width <= 1:
         sys.exit("error: --width must be in (0, 1]")
+    if (args.unlabelled is None) != (args.save_stack is None):
+        sys.exit("error: --unlabelled and --save-stack go together")
+    if args.unlabelled is not None and not args.unlabelled.is_dir():
+        sys.exit(f"error: --unlabelled {args.unlabelled} is not a folder")
     start_load = load_average()
     params = resolve_params(args.params, args.sets)
+    if args.unlabelled is not None:
+        with tempfile.TemporaryDirectory(prefix="narrow-stack-") as tmp:
+            figures = {"load_average_at_start": start_load, "settings": settings(args, params)}
+            figures["unlabelled"] = distil_on_folder(params, args, Path(tmp))
+        table = folder_markdown(figures) + f"\n\n```json\n{json.dumps(figures, indent=2)}\n```"
+        record(args.name, figures, table)
+        print(folder_markdown(figures))
+        print(f"results in {RESULTS / (args.name + '.md')}")
+        return
     with tempfile.TemporaryDirectory(prefix="narrow-stack-") as tmp:
         work = args.work_dir or Path(tmp)
         paths = PathParams(**{k: str(work / v) for k, v in PathParams().__dict__.items()})
@@ -451,24 +599,11 @@ def main() -> None:
             first = next(iter(results.values()))
             cost = {k: first[k] for k in ("conv_mflop_per_clip", "parameters", "tflite_bytes")}
         else:
-            graphs, cost = untrained_graphs(params, args.width)
+            graphs, cost = untrained_graphs(params, args.width, work)
         timing = latency(graphs, params, args.mask, args.repeats, Path(tmp))
     figures = {
         "load_average_at_start": start_load,
-        "settings": {
-            "width": args.width,
-            "student_filters": [f for kind, _, f in student_layout(args.width) if kind == "conv"],
-            "copies": args.copies,
-            "noise_prob": args.noise_prob,
-            "distill_epochs": args.epochs,
-            "fine_tune_epochs": args.fine_tune_epochs,
-            "batch_size": args.batch_size,
-            "learning_rate": args.learning_rate,
-            "sets": args.sets,
-            "params_hash": params.digest(),
-            "threads": {k: os.environ.get(k) for k in THREAD_VARIABLES},
-            "cpu_affinity": sorted(os.sched_getaffinity(0)),
-        },
+        "settings": settings(args, params),
         "folds": results,
         "cost": cost,
         "latency_ms": timing,

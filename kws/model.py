@@ -14,12 +14,12 @@ from kws.pretrained import (
     EMBEDDING_SIZE,
     FLOOR,
     HOP_FRAMES,
-    LAYOUT,
     LEAK,
     N_MELS,
     WINDOW_FRAMES,
-    conv_weights,
+    EmbeddingStack,
     embedding_frames,
+    embedding_stack,
 )
 
 if TYPE_CHECKING:
@@ -39,6 +39,8 @@ def build_model(
 
     if architecture_params.architecture == "speech_embedding":
         return _speech_embedding_model(input_shape, n_classes, architecture_params, train_x)
+    if architecture_params.embedding_stack is not None:
+        raise ParamsError("model.embedding_stack needs model.architecture speech_embedding")
     norm = keras.layers.Normalization(axis=None, name="normalize")
     norm.adapt(train_x[..., np.newaxis])
     inputs = keras.Input(shape=(*input_shape, 1), name="log_mel")
@@ -211,7 +213,7 @@ def _speech_embedding_model(
     if frames > needed:  # frames after the last window change no embedding: skip their cost
         x = layers.Cropping2D(((0, frames - needed), (0, 0)), name="embedding_frames")(x)
     x = layers.Rescaling(0.1, offset=2.0, name="embedding_scale")(x)  # openWakeWord's
-    x = _embedding_backbone(x, conv_weights(), p.fine_tune)
+    x = _embedding_backbone(x, embedding_stack(p.embedding_stack), p.fine_tune)
     embeddings = layers.Reshape((embedding_frames(frames), EMBEDDING_SIZE), name="embeddings")(x)
     norm = layers.Normalization(axis=-1, name="normalize_embeddings")
     if train_x is not None:
@@ -254,16 +256,15 @@ def unfreeze_embedding_convolutions(model: keras.Model, n: int) -> int:
     return len(convs)
 
 
-def _embedding_backbone(
-    x, weights: tuple[tuple[np.ndarray, np.ndarray | None], ...], fine_tune: int = 0
-):
-    """The speech embedding's conv stack on x with the pretrained weights, frozen but for
-    the last fine_tune convolutions."""
+def _embedding_backbone(x, stack: EmbeddingStack, fine_tune: int = 0):
+    """The speech embedding's conv stack on x with the stack's weights, frozen but for the
+    last fine_tune convolutions."""
     from keras import layers
 
     activation = floored_leaky_relu_layer()
+    weights = stack.weights
     n = 0
-    for kind, size, filters in LAYOUT:
+    for kind, size, filters in stack.layout:
         if kind == "pool":
             x = layers.MaxPooling2D(size, name=f"embedding_pool{n}")(x)
             continue

@@ -113,6 +113,9 @@ class ModelParams:
     width: int = 64
     fine_tune: int = 0  # speech_embedding: train its last this-many convolutions too
     pooling: str = "attention"  # speech_embedding: mean_max | attention (learned weights)
+    # speech_embedding: a stack file (benchmarks/narrow_stack.py --save-stack) instead of
+    # the pretrained stack, e.g. a narrower distilled copy; None: the pretrained one
+    embedding_stack: str | None = None
 
 
 @dataclass(frozen=True)

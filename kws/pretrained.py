@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -52,9 +53,12 @@ EMBEDDING_SIZE = 96
 LEAK = 0.2
 FLOOR = -0.4  # every activation is max(leaky_relu(x, 0.2), -0.4)
 
+Layout = tuple[tuple[str, tuple[int, int], int], ...]
+Weights = tuple[tuple[np.ndarray, np.ndarray | None], ...]
+
 # The stack, in order: ("conv", kernel, filters) or ("pool", size, 0). Convolutions are
 # valid in time and "same" across the 32 mel bins; there are 20, the last one linear.
-LAYOUT: tuple[tuple[str, tuple[int, int], int], ...] = (
+LAYOUT: Layout = (
     ("conv", (3, 3), 24), ("conv", (1, 3), 24), ("conv", (3, 1), 24), ("pool", (2, 2), 0),
     ("conv", (1, 3), 48), ("conv", (3, 1), 48), ("conv", (1, 3), 48), ("conv", (3, 1), 48),
     ("pool", (1, 2), 0),
@@ -153,7 +157,7 @@ def _extract(wheel: Path, name: str) -> Path:
 
 
 @lru_cache(maxsize=2)
-def conv_weights(path: Path | None = None) -> tuple[tuple[np.ndarray, np.ndarray | None], ...]:
+def conv_weights(path: Path | None = None) -> Weights:
     """(kernel HWIO, bias or None) of the embedding's convolutions, in order."""
     import tensorflow as tf
 
@@ -180,3 +184,103 @@ def conv_weights(path: Path | None = None) -> tuple[tuple[np.ndarray, np.ndarray
 def embedding_frames(n_frames: int) -> int:
     """How many embeddings (one per 8-frame hop of a 76-frame window) n_frames give."""
     return (n_frames - WINDOW_FRAMES) // HOP_FRAMES + 1
+
+
+STACK_FORMAT = 1  # version of the .npz layout written by save_stack
+PRETRAINED_STACK = "openwakeword-0.5.1"
+
+
+@dataclass(frozen=True)
+class EmbeddingStack:
+    """A speech-embedding conv stack: its layout, (kernel, bias) per convolution, and where
+    it came from (the pretrained one, or a file and its SHA-256)."""
+
+    layout: Layout
+    weights: Weights
+    source: str = PRETRAINED_STACK
+    sha256: str | None = None
+
+
+def embedding_stack(path: str | Path | None = None) -> EmbeddingStack:
+    """The pretrained stack, or (with a path) one written by save_stack, such as a narrower
+    copy distilled by benchmarks/narrow_stack.py --save-stack."""
+    if path is None:
+        return EmbeddingStack(LAYOUT, conv_weights())
+    return load_stack(path)
+
+
+def save_stack(path: str | Path, layout: Layout, weights: Weights) -> Path:
+    """Write a stack (same kinds and kernel sizes as LAYOUT, any widths) as an .npz file."""
+    check_stack(layout, weights, str(path))
+    arrays: dict[str, np.ndarray] = {
+        "format": np.array(STACK_FORMAT),
+        "filters": np.array([filters for _, _, filters in layout]),
+    }
+    for n, (kernel, bias) in enumerate(weights):
+        arrays[f"kernel{n}"] = np.asarray(kernel, dtype=np.float32)
+        if bias is not None:
+            arrays[f"bias{n}"] = np.asarray(bias, dtype=np.float32)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "wb") as out:  # a file object: np.savez would append ".npz" to a name
+        np.savez(out, allow_pickle=False, **arrays)
+    return target
+
+
+def load_stack(path: str | Path) -> EmbeddingStack:
+    """Read and check a stack written by save_stack."""
+    where = str(path)
+    if not Path(path).is_file():
+        raise DataError(f"model.embedding_stack: {where} is not a file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{where}: not an embedding stack file ({exc})") from exc
+    if "format" not in arrays or int(arrays["format"]) != STACK_FORMAT:
+        raise DataError(f"{where}: not an embedding stack file of format {STACK_FORMAT}")
+    filters = [int(f) for f in arrays["filters"]]
+    if len(filters) != len(LAYOUT):
+        raise DataError(f"{where}: {len(filters)} layers, the speech embedding has {len(LAYOUT)}")
+    layout = tuple(
+        (kind, size, filters[i] if kind == "conv" else 0)
+        for i, (kind, size, _) in enumerate(LAYOUT)
+    )
+    convs = sum(kind == "conv" for kind, _, _ in LAYOUT)
+    if any(f"kernel{n}" not in arrays for n in range(convs)):
+        raise DataError(f"{where}: a convolution's kernel is missing")
+    weights = tuple((arrays[f"kernel{n}"], arrays.get(f"bias{n}")) for n in range(convs))
+    check_stack(layout, weights, where)
+    return EmbeddingStack(layout, weights, Path(path).name, sha256_file(Path(path)))
+
+
+def check_stack(layout: Layout, weights: Weights, where: str) -> None:
+    """Refuse a stack that the speech-embedding model cannot be built on: other layers or
+    kernel sizes than LAYOUT (they set the 76-frame window and its 8-frame hop), kernels
+    that do not chain, or an output other than the EMBEDDING_SIZE-d embedding."""
+    if [(kind, size) for kind, size, _ in layout] != [(kind, size) for kind, size, _ in LAYOUT]:
+        raise DataError(f"{where}: layers or kernel sizes differ from the speech embedding's")
+    convs = [(size, filters) for kind, size, filters in layout if kind == "conv"]
+    if len(weights) != len(convs):
+        raise DataError(f"{where}: {len(weights)} kernels for {len(convs)} convolutions")
+    channels = 1
+    for n, ((size, filters), (kernel, bias)) in enumerate(zip(convs, weights, strict=True)):
+        if kernel.shape != (*size, channels, filters):
+            raise DataError(
+                f"{where}: convolution {n} has a kernel of shape {kernel.shape}, "
+                f"expected {(*size, channels, filters)}"
+            )
+        if bias is not None and bias.shape != (filters,):
+            raise DataError(f"{where}: convolution {n} has a bias of shape {bias.shape}")
+        channels = filters
+    if channels != EMBEDDING_SIZE:
+        raise DataError(f"{where}: the last convolution gives {channels}, not {EMBEDDING_SIZE}")
+
+
+def stack_metadata(path: str | Path | None) -> dict[str, dict[str, str | None]]:
+    """The package metadata naming a stack file (its name and SHA-256); none for the
+    pretrained stack, which the wheel's checksum already pins."""
+    if path is None:
+        return {}
+    stack = load_stack(path)
+    return {"embedding_stack": {"file": stack.source, "sha256": stack.sha256}}

@@ -29,6 +29,7 @@ from kws.export import drift_reference, export_package, representative_rows
 from kws.files import read_json, write_json
 from kws.params import Params
 from kws.plots import plot_confusion_matrix, plot_training_curves
+from kws.pretrained import stack_metadata
 from kws.provenance import provenance
 from kws.registry import register_package
 from kws.train import HISTORY_FILE, TrainResult, load_training, save_training
@@ -136,6 +137,7 @@ def export(params: Params) -> Path:
         "speakers": info["speakers"],
         "mlflow_run_id": mlrun.run_id if mlrun else None,
         "params": params.to_dict(),
+        **stack_metadata(params.model.embedding_stack),
     }
     features = load_feature_set(Path(params.paths.features) / FEATURES_FILE)
     representative = None
