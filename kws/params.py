@@ -110,7 +110,7 @@ class ModelParams:
 
     architecture: str = "speech_embedding"
     dropout: float = 0.1
-    width: int = 64
+    width: int = 128
     fine_tune: int = 0  # speech_embedding: train its last this-many convolutions too
     pooling: str = "attention"  # speech_embedding: mean_max | attention (learned weights)
     # speech_embedding: a stack file (benchmarks/narrow_stack.py --save-stack) instead of

@@ -85,7 +85,7 @@ def test_changes_compare_mlflow_strings_with_typed_values_and_skip_bookkeeping()
 def test_the_search_space_is_the_heads_and_trainings_of_the_default(project: Path) -> None:
     base = resolve_variation(project / "params.yaml", ["train.epochs=10"], None, DEFAULT)
     values = {
-        "width": 128,
+        "width": 32,  # every value differs from params.yaml's
         "dropout": 0.3,
         "fine_tune": 2,
         "learning_rate": 0.001,
