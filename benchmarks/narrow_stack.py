@@ -63,7 +63,15 @@ from kws.evaluate import fit_and_score, score, score_tflite
 from kws.export import to_tflite
 from kws.features import log_mel_batch
 from kws.params import FeatureParams, Params, PathParams, TrainParams, resolve_params
-from kws.pretrained import EMBEDDING_SIZE, LAYOUT, Layout, Weights, conv_weights, save_stack
+from kws.pretrained import (
+    EMBEDDING_SIZE,
+    LAYOUT,
+    Layout,
+    Weights,
+    conv_filters,
+    conv_weights,
+    save_stack,
+)
 from kws.train import TrainResult, learning_rate_schedule, set_seed, train
 
 if TYPE_CHECKING:
@@ -80,7 +88,7 @@ COSINE = TrainParams(lr_schedule="cosine")  # the default's schedule, for distil
 
 def student_layout(width: float) -> Layout:
     """LAYOUT with every convolution's filters scaled by width; the last keeps 96."""
-    convs = sum(kind == "conv" for kind, _, _ in LAYOUT)
+    convs = len(conv_filters(LAYOUT))
     out: list[tuple[str, tuple[int, int], int]] = []
     n = 0
     for kind, size, filters in LAYOUT:
@@ -94,7 +102,7 @@ def student_layout(width: float) -> Layout:
 def pruned_weights(weights: Weights, layout: Layout) -> Weights:
     """The teacher's convolutions cut to the layout's filters: the output channels of
     largest L1 norm, and the input channels the previous convolution kept."""
-    filters = [f for kind, _, f in layout if kind == "conv"]
+    filters = conv_filters(layout)
     kept_inputs = np.arange(weights[0][0].shape[2])
     out = []
     for (kernel, bias), n_out in zip(weights, filters, strict=True):
@@ -114,11 +122,6 @@ def with_stack(params: Params, stack_file: Path, fine_tune: int | None = None) -
     return params.replace(model=model)
 
 
-def conv_count(layout: Layout) -> int:
-    """How many convolutions a layout has."""
-    return sum(kind == "conv" for kind, _, _ in layout)
-
-
 def embedding_model(model: keras.Model) -> keras.Model:
     """The log-mel -> (windows, 96) embedding part of a speech-embedding model."""
     import keras
@@ -126,9 +129,9 @@ def embedding_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, model.get_layer(EMBEDDINGS_LAYER).output)
 
 
-def trainable_stack_model(params: Params) -> keras.Model:
-    """The log-mel -> embeddings model of params' stack, its convolutions trainable as
-    model.fine_tune says (a distillation student: all of them)."""
+def stack_model(params: Params) -> keras.Model:
+    """The log-mel -> embeddings model of params' stack, its last model.fine_tune
+    convolutions trainable (a distillation student: all of them; the teacher: none)."""
     fp = params.features
     rows = np.zeros((1, fp.n_frames, fp.n_mels), dtype=np.float32)  # fits only the head's norm
     return embedding_model(kws.model.build_model(params.model, (fp.n_frames, fp.n_mels), 10, rows))
@@ -219,14 +222,14 @@ def distil_on_folder(params: Params, args: argparse.Namespace, work: Path) -> di
     held_out = np.arange(len(clips)) % 10 == 9  # every tenth clip measures the copy
     x = augmented_log_mels(clips[~held_out], params, args.copies, args.noise_prob)
     x_held_out = augmented_log_mels(clips[held_out], params, 0, 0.0)
-    teacher = trainable_stack_model(params.replace(model={"embedding_stack": None}))
+    teacher = stack_model(params.replace(model={"embedding_stack": None}))
     targets = np.asarray(teacher.predict(x, batch_size=128, verbose=0))
     data_seconds = time.perf_counter() - started
 
     layout = student_layout(args.width)
     pruned = save_stack(work / "pruned.npz", layout, pruned_weights(conv_weights(), layout))
     set_seed(params.seed)
-    student = trainable_stack_model(with_stack(params, pruned, conv_count(layout)))
+    student = stack_model(with_stack(params, pruned, len(conv_filters(layout))))
     pruned_error = embedding_error(teacher, student, x_held_out)
     t0 = time.perf_counter()
     losses = distill(student, x, targets, args.epochs, args.batch_size, args.learning_rate)
@@ -306,7 +309,7 @@ def one_fold(
     warm = pruned_weights(conv_weights(), layout)
     pruned = save_stack(work / f"{speaker}_pruned.npz", layout, warm)
     set_seed(params.seed)
-    student_embed = trainable_stack_model(with_stack(params, pruned, conv_count(layout)))
+    student_embed = stack_model(with_stack(params, pruned, len(conv_filters(layout))))
     x_test = fold.split("test")[0][..., np.newaxis]
     warm_error = embedding_error(teacher_embed, student_embed, x_test)
     t0 = time.perf_counter()
@@ -380,7 +383,7 @@ def fine_tuned_student(
     on the task for --fine-tune-epochs more (kws.train's two phases, at train.learning_rate
     x train.fine_tune_lr_scale)."""
     layout, stack_file = stack
-    tuned_params = with_stack(params, stack_file, conv_count(layout)).replace(
+    tuned_params = with_stack(params, stack_file, len(conv_filters(layout))).replace(
         train={"fine_tune_epochs": args.fine_tune_epochs}
     )
     return train(fold, labels, tuned_params, cache_dir=cache)
@@ -513,7 +516,7 @@ def settings(args: argparse.Namespace, params: Params) -> dict[str, Any]:
     """The run's settings, for its results file."""
     return {
         "width": args.width,
-        "student_filters": [f for kind, _, f in student_layout(args.width) if kind == "conv"],
+        "student_filters": conv_filters(student_layout(args.width)),
         "copies": args.copies,
         "noise_prob": args.noise_prob,
         "distill_epochs": args.epochs,

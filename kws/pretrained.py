@@ -201,6 +201,11 @@ class EmbeddingStack:
     sha256: str | None = None
 
 
+def conv_filters(layout: Layout) -> list[int]:
+    """The output channels of each of a layout's convolutions, in order."""
+    return [filters for kind, _, filters in layout if kind == "conv"]
+
+
 def embedding_stack(path: str | Path | None = None) -> EmbeddingStack:
     """The pretrained stack, or (with a path) one written by save_stack, such as a narrower
     copy distilled by benchmarks/narrow_stack.py --save-stack."""
@@ -246,7 +251,7 @@ def load_stack(path: str | Path) -> EmbeddingStack:
         (kind, size, filters[i] if kind == "conv" else 0)
         for i, (kind, size, _) in enumerate(LAYOUT)
     )
-    convs = sum(kind == "conv" for kind, _, _ in LAYOUT)
+    convs = len(conv_filters(LAYOUT))
     if any(f"kernel{n}" not in arrays for n in range(convs)):
         raise DataError(f"{where}: a convolution's kernel is missing")
     weights = tuple((arrays[f"kernel{n}"], arrays.get(f"bias{n}")) for n in range(convs))
